@@ -1,0 +1,110 @@
+"""The source contract: what every device backend yields, whatever it talks to.
+
+A source is an async iterator of events for one device. Each event concerns one channel and is either
+
+* a :class:`Chunk` of consecutive samples (or, for an ``rr`` channel, consecutive inter-beat intervals), or
+* a :class:`Gap`: samples that should have arrived and did not. Gaps are explicit so that nothing downstream
+  ever invents or silently splices data.
+
+Time is derived from sample counts, never from per-packet arrival times: the first sample of a channel is
+anchored to the host's wall clock once (``anchor_time``) and sample ``i`` is at ``anchor_time + i / fs``.
+The clock model of a live device may refine the anchor; the sample index stays the truth.
+
+For an ``rr`` channel (what a BLE heart-rate strap sends: intervals with no timestamps) the index counts
+intervals and beat times are the anchor plus the cumulative sum of the intervals.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+ChannelKind = Literal["signal", "rr"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """What a channel carries. ``fs`` is the nominal sample rate in Hz (0 for ``rr`` channels)."""
+
+    name: str
+    kind: ChannelKind
+    fs: float
+    units: str
+
+    def __post_init__(self) -> None:
+        if self.kind == "signal" and not self.fs > 0:
+            raise ValueError(f"channel {self.name!r}: a signal channel needs a positive sample rate")
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Consecutive samples of one channel.
+
+    ``start_index`` is the index of ``data[0]`` in the channel's own sample (or interval) count since the
+    stream began. ``received`` is ``time.monotonic()`` when the chunk reached edged: latency is measured
+    from it, so it stays meaningful at any replay speed.
+    """
+
+    channel: str
+    start_index: int
+    data: np.ndarray
+    received: float = field(default_factory=time.monotonic)
+
+    @property
+    def end_index(self) -> int:
+        """Index one past the last sample of this chunk."""
+        return self.start_index + len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """``n_missing`` samples (intervals, for ``rr``) starting at ``start_index`` never arrived.
+
+    For an ``rr`` channel the number of lost beats is usually unknown; ``seconds`` then says how long the
+    silence lasted and ``n_missing`` is 0.
+    """
+
+    channel: str
+    start_index: int
+    n_missing: int
+    seconds: float
+    received: float = field(default_factory=time.monotonic)
+
+
+SourceEvent = Chunk | Gap
+
+
+class Source(abc.ABC):
+    """A device backend. Subclasses implement :meth:`channels` and :meth:`_events`; the base class does the
+    bookkeeping every backend needs (the anchor and the counters) exactly once."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.anchor_time: float | None = None
+        self.counters: dict[str, int] = {"chunks": 0, "samples": 0, "gaps": 0, "lost_samples": 0}
+
+    @abc.abstractmethod
+    def channels(self) -> list[ChannelSpec]:
+        """The channels this source will deliver. Known before the first event."""
+
+    @abc.abstractmethod
+    def _events(self) -> AsyncIterator[SourceEvent]:
+        """Yield events in time order per channel. Set ``self.anchor_time`` before the first one."""
+
+    async def events(self) -> AsyncIterator[SourceEvent]:
+        async for event in self._events():
+            if isinstance(event, Chunk):
+                self.counters["chunks"] += 1
+                self.counters["samples"] += len(event.data)
+            else:
+                self.counters["gaps"] += 1
+                self.counters["lost_samples"] += event.n_missing
+            yield event
+
+    async def close(self) -> None:
+        """Release the device. Idempotent."""
