@@ -38,6 +38,17 @@ def sample_and_hold(
     return out
 
 
+def _samples_before(t: float, fs: float) -> int:
+    """How many sample times ``k / fs`` lie strictly before ``t``, computed with the same arithmetic as the
+    batch path (a sample exactly on a beat belongs to the interval that beat opens)."""
+    k = max(0, math.ceil(t * fs))
+    while k > 0 and (k - 1) / fs >= t:
+        k -= 1
+    while k / fs < t:
+        k += 1
+    return k
+
+
 class StreamingIbi:
     """Online :func:`sample_and_hold`: feed beat times as they are known, get the samples that became
     determined, in order from sample 0.
@@ -78,7 +89,7 @@ class StreamingIbi:
         if self.last_beat is not None:
             beats = np.concatenate(([self.last_beat], beats))
         # Samples strictly before the newest beat are determined.
-        stop = max(self.next_sample, math.ceil(beats[-1] * self.fs))
+        stop = max(self.next_sample, _samples_before(beats[-1], self.fs))
         out = self._emit_until(stop, beats)
         self.last_beat = float(beats[-1])
         return out
@@ -91,7 +102,7 @@ class StreamingIbi:
             horizon = t
         else:
             return np.zeros(0, dtype=np.float32)
-        stop = max(self.next_sample, math.floor(horizon * self.fs))
+        stop = max(self.next_sample, _samples_before(horizon, self.fs))
         n = stop - self.next_sample
         self.next_sample = stop
         return np.zeros(max(n, 0), dtype=np.float32)
