@@ -29,12 +29,18 @@ ChannelKind = Literal["signal", "rr"]
 
 @dataclass(frozen=True, slots=True)
 class ChannelSpec:
-    """What a channel carries. ``fs`` is the nominal sample rate in Hz (0 for ``rr`` channels)."""
+    """What a channel carries. ``fs`` is the nominal sample rate in Hz (0 for ``rr`` channels).
+
+    ``offset`` is the stream time (seconds after the source's anchor) of sample 0, or for an ``rr``
+    channel of beat 0, the beat that opens the first interval. Live devices anchor on their first
+    sample (offset 0); a replayed recording anchors on its start, where the first beat comes a little later.
+    """
 
     name: str
     kind: ChannelKind
     fs: float
     units: str
+    offset: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind == "signal" and not self.fs > 0:

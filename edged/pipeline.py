@@ -1,0 +1,286 @@
+"""One device's pipeline: source events in, scored epochs out. Pure: no I/O and no asyncio; the only clock
+it reads stamps when scoring finished, for the latency figure.
+
+For each signal input of the model (manifest ``inputs``) an input builder turns the device's channel into
+epochs at the model's rate:
+
+* ``ibi`` from an ``rr`` channel: beat times rebuilt from the cumulative intervals, then the WatchSleepNet
+  sample-and-hold form (:mod:`edged.dsp.ibi`), exactly as in training;
+* any other signal from a raw channel: causal band-pass (if the manifest asks for one), streaming
+  resampling to the model's rate, epoching.
+
+A context window per input (a ring buffer preloaded with the input's missing value, as training pads the
+start of a night) gives the model the last ``context_epochs`` epochs. Epoch ``k`` is scored once every
+input has closed epoch ``k + lookahead_epochs``.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from edged.dsp.epocher import Epoch, Epocher
+from edged.dsp.filters import CausalFilter, design_bandpass
+from edged.dsp.ibi import StreamingIbi
+from edged.dsp.resample import StreamingResampler
+from edged.dsp.ring import RingBuffer
+from edged.errors import ConfigError
+from edged.scoring.epoch import ScoredEpoch
+from edged.scoring.manifest import InputSpec, Manifest
+from edged.scoring.session import OnnxModel
+from edged.sources.base import ChannelSpec, Chunk, Gap, SourceEvent
+
+log = logging.getLogger(__name__)
+
+
+class InputBuilder(abc.ABC):
+    """Turns one channel's events into epochs of one model input. ``quality`` of an epoch is the share
+    of its samples backed by valid data."""
+
+    def __init__(self, spec: InputSpec, channel: ChannelSpec, samples_per_epoch: int):
+        self.spec = spec
+        self.channel = channel
+        self.epocher = Epocher(samples_per_epoch, fill_value=spec.missing_value)
+
+    @abc.abstractmethod
+    def push(self, event: SourceEvent) -> list[Epoch]: ...
+
+    def advance_to(self, t: float) -> list[Epoch]:
+        """No data arrived before stream time ``t`` (seconds from the anchor). Default: nothing follows
+        from silence alone; sources declare lost samples with explicit gaps."""
+        return []
+
+    def quality(self, epoch: Epoch) -> float:
+        return 1.0 - epoch.n_missing / len(epoch.data)
+
+
+class IbiFromRR(InputBuilder):
+    """RR intervals (seconds, oldest first) -> IBI sample-and-hold at the model's rate."""
+
+    def __init__(self, spec: InputSpec, channel: ChannelSpec, samples_per_epoch: int):
+        super().__init__(spec, channel, samples_per_epoch)
+        self.ibi = StreamingIbi(fs=spec.fs)
+        self.last_beat = channel.offset  # stream time of beat 0, the beat that opens the first interval
+        self.started = False
+
+    def _feed(self, samples: np.ndarray) -> list[Epoch]:
+        if len(samples) == 0:
+            return []
+        return self.epocher.push(self.ibi.next_sample - len(samples), samples)
+
+    def push(self, event: SourceEvent) -> list[Epoch]:
+        if isinstance(event, Gap):
+            # Lost notifications: the beats in between are unknown. Move the beat clock on by the silence;
+            # the interval that spans it is >= max_ibi in any real gap and so becomes 'missing' (0).
+            self.last_beat += event.seconds
+            return self._feed(self.ibi.advance_to(self.last_beat))
+        rr = np.asarray(event.data, dtype=np.float64)
+        beats = self.last_beat + np.cumsum(rr)
+        if not self.started:
+            beats = np.concatenate(([self.last_beat], beats))
+            self.started = True
+        if len(beats):
+            self.last_beat = float(beats[-1])
+        return self._feed(self.ibi.push_beats(beats))
+
+    def advance_to(self, t: float) -> list[Epoch]:
+        return self._feed(self.ibi.advance_to(t))
+
+    def quality(self, epoch: Epoch) -> float:
+        # An IBI sample of 0 means no valid interval covers it (missing beats or an implausible interval).
+        return float(np.count_nonzero(epoch.data)) / len(epoch.data)
+
+
+class FilteredSignal(InputBuilder):
+    """A raw channel -> optional causal band-pass -> resampled to the model's rate -> epochs."""
+
+    def __init__(self, spec: InputSpec, channel: ChannelSpec, samples_per_epoch: int):
+        super().__init__(spec, channel, samples_per_epoch)
+        self.filter = CausalFilter(design_bandpass(*spec.band, channel.fs)) if spec.band else None
+        self.resampler = StreamingResampler(channel.fs, spec.fs)
+        self.segment_start_in = 0  # input index where the current unbroken segment began
+        self.segment_start_out = 0  # output index of that segment's first resampled sample
+        self.produced = 0  # resampled samples produced in this segment
+
+    def push(self, event: SourceEvent) -> list[Epoch]:
+        ratio = self.spec.fs / self.channel.fs
+        if isinstance(event, Gap):
+            # Never splice across a gap: restart filter and resampler on the far side, and mark the
+            # span in between as missing at the model's rate.
+            resume_in = event.start_index + event.n_missing
+            resume_out = int(np.ceil(resume_in * ratio))
+            epochs = self.epocher.push_gap(self.segment_start_out + self.produced,
+                                           resume_out - self.segment_start_out - self.produced)
+            if self.filter is not None:
+                self.filter.reset()
+            self.resampler = StreamingResampler(self.channel.fs, self.spec.fs)
+            self.segment_start_in, self.segment_start_out, self.produced = resume_in, resume_out, 0
+            return epochs
+        x = np.asarray(event.data, dtype=np.float64)
+        if self.filter is not None:
+            x = self.filter.process(x)
+        y = self.resampler.process(x)
+        start = self.segment_start_out + self.produced
+        self.produced += len(y)
+        return self.epocher.push(start, y.astype(np.float32, copy=False)) if len(y) else []
+
+
+def _build_input(spec: InputSpec, channel: ChannelSpec, samples_per_epoch: int) -> InputBuilder:
+    if spec.signal == "ibi":
+        if channel.kind == "rr":
+            return IbiFromRR(spec, channel, samples_per_epoch)
+        raise ConfigError([
+            f"model input {spec.name!r} needs inter-beat intervals; channel {channel.name!r} is a raw "
+            f"{channel.units} signal and beat detection from raw ECG/PPG is not wired in yet: use an RR channel"
+        ])
+    if channel.kind != "signal":
+        raise ConfigError([f"model input {spec.name!r} needs a raw {spec.signal} signal; {channel.name!r} is RR"])
+    return FilteredSignal(spec, channel, samples_per_epoch)
+
+
+def match_channels(
+    manifest: Manifest, channels: list[ChannelSpec], channel_map: dict[str, str] | None = None
+) -> dict[str, ChannelSpec]:
+    """Which device channel feeds each model input: explicit ``channel_map`` (signal -> channel) first,
+    then an ``rr`` channel for ``ibi``, then a channel named like the signal (case-insensitive)."""
+    channel_map = channel_map or {}
+    by_name = {c.name: c for c in channels}
+    by_lower = {c.name.lower(): c for c in channels}
+    chosen: dict[str, ChannelSpec] = {}
+    problems = []
+    for spec in manifest.inputs:
+        name = channel_map.get(spec.signal)
+        if name is not None:
+            if name not in by_name:
+                problems.append(f"channel {name!r} mapped to {spec.signal!r} does not exist (have: {sorted(by_name)})")
+                continue
+            chosen[spec.name] = by_name[name]
+        elif spec.signal == "ibi" and any(c.kind == "rr" for c in channels):
+            chosen[spec.name] = next(c for c in channels if c.kind == "rr")
+        elif spec.signal.lower() in by_lower:
+            chosen[spec.name] = by_lower[spec.signal.lower()]
+        else:
+            problems.append(
+                f"model {manifest.id} needs a {spec.signal!r} channel and the device has none "
+                f"(have: {', '.join(sorted(by_name)) or 'nothing'}); map one with channels = {{{spec.signal} = \"...\"}}"
+            )
+    if problems:
+        raise ConfigError(problems)
+    return chosen
+
+
+@dataclass
+class PipelineCounters:
+    epochs_scored: int = 0
+    epochs_low_quality: int = 0
+    ignored_events: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"epochs_scored": self.epochs_scored, "epochs_low_quality": self.epochs_low_quality,
+                "ignored_events": self.ignored_events, **self.extra}
+
+
+class DevicePipeline:
+    """Everything between a device's source and its scored epochs."""
+
+    def __init__(
+        self,
+        device: str,
+        channels: list[ChannelSpec],
+        model: OnnxModel,
+        *,
+        anchor_time: float,
+        quality_threshold: float = 0.5,
+        channel_map: dict[str, str] | None = None,
+    ):
+        self.device = device
+        self.model = model
+        m = self.manifest = model.manifest
+        self.anchor_time = anchor_time
+        self.session = datetime.fromtimestamp(anchor_time, timezone.utc).isoformat(timespec="milliseconds")
+        self.quality_threshold = quality_threshold
+        self.counters = PipelineCounters()
+        matched = match_channels(m, channels, channel_map)
+        self.inputs: dict[str, InputBuilder] = {}
+        self.by_channel: dict[str, list[InputBuilder]] = {}
+        self.windows: dict[str, RingBuffer] = {}
+        for spec in m.inputs:
+            builder = _build_input(spec, matched[spec.name], m.samples_per_epoch(spec))
+            self.inputs[spec.name] = builder
+            self.by_channel.setdefault(matched[spec.name].name, []).append(builder)
+            window = RingBuffer(m.window_samples(spec))
+            window.fill(spec.missing_value)
+            self.windows[spec.name] = window
+        self.state = model.initial_state()
+        # Epochs closed by some inputs but not yet by all: index -> {input name: Epoch}.
+        self._pending: dict[int, dict[str, Epoch]] = {}
+        self._next_index = 0  # next epoch index to score, so windows advance strictly in order
+
+    def push(self, event: SourceEvent) -> list[ScoredEpoch]:
+        builders = self.by_channel.get(event.channel)
+        if not builders:
+            self.counters.ignored_events += 1
+            return []
+        scored: list[ScoredEpoch] = []
+        for builder in builders:
+            scored += self._collect(builder, builder.push(event), event.received)
+        return scored
+
+    def advance_to(self, stream_time: float, received: float) -> list[ScoredEpoch]:
+        """Silence up to ``stream_time`` (s from the anchor): let inputs that can close epochs on it."""
+        scored: list[ScoredEpoch] = []
+        for builder in self.inputs.values():
+            scored += self._collect(builder, builder.advance_to(stream_time), received)
+        return scored
+
+    def _collect(self, builder: InputBuilder, epochs: list[Epoch], received: float) -> list[ScoredEpoch]:
+        scored = []
+        for epoch in epochs:
+            slot = self._pending.setdefault(epoch.index, {})
+            slot[builder.spec.name] = epoch
+            while len(self._pending.get(self._next_index, ())) == len(self.inputs):
+                result = self._score(self._pending.pop(self._next_index), received)
+                self._next_index += 1
+                if result is not None:
+                    scored.append(result)
+        return scored
+
+    def _score(self, epochs: dict[str, Epoch], received: float) -> ScoredEpoch | None:
+        m = self.manifest
+        windows = {}
+        quality = 1.0
+        for name, epoch in epochs.items():
+            ring = self.windows[name]
+            ring.append(epoch.data)
+            windows[name] = ring.latest(len(ring))[None, None, :]
+            quality = min(quality, self.inputs[name].quality(epoch))
+        index = next(iter(epochs.values())).index - m.lookahead_epochs
+        if index < 0:
+            return None  # the first look-ahead epochs only fill the window
+        probs, self.state = self.model.run(windows, self.state)
+        p = probs[0].astype(float)
+        start = self.anchor_time + index * m.epoch_seconds
+        ok = quality >= self.quality_threshold
+        self.counters.epochs_scored += 1
+        self.counters.epochs_low_quality += 0 if ok else 1
+        return ScoredEpoch(
+            device=self.device,
+            session=self.session,
+            index=index,
+            start=start,
+            end=start + m.epoch_seconds,
+            stage=m.classes[int(np.argmax(p))],
+            probabilities={c: float(v) for c, v in zip(m.classes, p)},
+            model_id=m.id,
+            synthetic=m.synthetic,
+            quality=round(quality, 4),
+            quality_ok=ok,
+            received=received,
+            scored=time.monotonic(),
+        )
