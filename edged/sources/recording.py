@@ -54,6 +54,9 @@ class Recording:
     rr: dict[str, RRTrack] = field(default_factory=dict)
     hypnogram: Hypnogram | None = None
     start_time: float | None = None  # POSIX seconds, when the file states it
+    # (start s, duration s) spans with no data, e.g. between the records of an EDF+D file or where a strap's
+    # beat stream dropped out; times from the recording start. How each reader fills them is in its docstring.
+    gaps: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def channel_names(self) -> list[str]:

@@ -1,0 +1,266 @@
+"""The ``edged`` command line.
+
+Every failure the user can fix ends in one line, ``edged: error: ...`` (one per problem for configs), and
+a non-zero exit: 2 for a bad config or command line, 1 for anything else that stops the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from edged import __version__
+from edged.errors import ConfigError, EdgedError
+
+log = logging.getLogger("edged")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s edged %(levelname)s %(name)s: %(message)s")
+
+
+def _fail(message: str, code: int) -> int:
+    for line in message.splitlines() or [message]:
+        print(f"edged: error: {line}", file=sys.stderr)
+    return code
+
+
+def _install_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+# --- edged run --------------------------------------------------------------------------------------
+
+def mqtt_settings(config, host: str, port: int):
+    from edged.sinks.mqtt import MqttSettings
+
+    password = None
+    if config.mqtt["password_file"]:
+        try:
+            password = config.relative(config.mqtt["password_file"]).read_text().strip()
+        except OSError as exc:
+            raise EdgedError(f"mqtt.password_file: cannot read {config.mqtt['password_file']}: {exc.strerror}") from None
+    node = config.node_id
+    return MqttSettings(
+        host=host, port=port, base_topic=config.mqtt["base_topic"], node_id=node,
+        client_id=config.mqtt["client_id"] or f"edged-{node}", username=config.mqtt["username"] or None,
+        password=password, keepalive=config.mqtt["keepalive"],
+    )
+
+
+async def _run(config, exit_when_done: bool) -> None:
+    from edged.app import Daemon
+    from edged.sinks.broker import EmbeddedBroker, broker_reachable
+    from edged.sinks.mqtt import MqttSink
+
+    prepared = Daemon.prepare(config)
+    mqtt = config.mqtt
+    broker = None
+    host, port = mqtt["host"], mqtt["port"]
+    if mqtt["embedded"] == "always" or (mqtt["embedded"] == "auto" and not host):
+        broker = EmbeddedBroker(port=mqtt["embedded_port"])
+    elif mqtt["embedded"] == "auto" and not await asyncio.to_thread(broker_reachable, host, port, 3.0):
+        log.warning("broker %s:%d is not reachable: starting an embedded broker instead", host, port)
+        broker = EmbeddedBroker(port=mqtt["embedded_port"])
+    if broker is not None:
+        broker.start()
+        host, port = broker.host, broker.port
+        log.info("embedded mosquitto listening on %s:%d", host, port)
+    sink = MqttSink(mqtt_settings(config, host, port))
+    stop = asyncio.Event()
+    _install_stop(asyncio.get_running_loop(), stop)
+    try:
+        sink.start()
+        log.info("edged %s: node %s, %d device(s), publishing to %s:%d under %s/%s", __version__,
+                 config.node_id, len(prepared), host, port, mqtt["base_topic"], config.node_id)
+        await Daemon(config, [sink]).run(prepared, stop=stop, exit_when_done=exit_when_done)
+    finally:
+        await asyncio.to_thread(sink.close)
+        if broker is not None:
+            broker.stop()
+
+
+def cmd_run(args) -> int:
+    from edged.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    _setup_logging(args.log_level or config.node["log_level"])
+    try:
+        asyncio.run(_run(config, args.exit_when_done))
+    except EdgedError as exc:
+        return _fail(str(exc), 1)
+    return 0
+
+
+# --- edged check-config / config-reference / models -----------------------------------------------
+
+def cmd_check_config(args) -> int:
+    from edged.config import load_config
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    print(f"{args.file}: OK: node {config.node_id!r}, {len(config.devices)} device(s): "
+          + ", ".join(f"{d.name} ({d.type}, model {d.model})" for d in config.devices))
+    return 0
+
+
+def cmd_config_reference(args) -> int:
+    from edged.config import reference
+
+    print(reference())
+    return 0
+
+
+def cmd_models(args) -> int:
+    from edged.scoring import catalog
+    from edged.scoring.manifest import load_manifest
+
+    for model_id, path in sorted(catalog.available([Path(d) for d in args.dir]).items()):
+        try:
+            m = load_manifest(path)
+        except EdgedError as exc:
+            print(f"{model_id}: BROKEN: {exc}")
+            continue
+        tag = " [SYNTHETIC weights]" if m.synthetic else ""
+        print(f"{m.id}{tag}: {'/'.join(m.classes)}, {m.epoch_seconds:g}-s epochs, "
+              f"{m.context_epochs} context, {m.quantization}; inputs "
+              + ", ".join(f"{i.name} ({i.signal} @ {i.fs:g} Hz)" for i in m.inputs) + f"  [{path}]")
+    return 0
+
+
+# --- edged replay -----------------------------------------------------------------------------------
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: float, enabled: bool):
+        self.total = max(total, 1e-9)
+        self.enabled = enabled and sys.stderr.isatty()
+        self.last = 0.0
+
+    def update(self, position: float, epochs: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.last < 0.1:
+            return
+        self.last = now
+        frac = min(1.0, position / self.total)
+        bar = "#" * int(frac * 30)
+        print(f"\r[{bar:<30}] {frac:6.1%}  {position / 3600:5.2f} h  {epochs} epochs", end="", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr)
+
+
+async def _replay(args, config, sinks) -> None:
+    from edged.app import Daemon
+
+    prepared = Daemon.prepare(config)
+    stop = asyncio.Event()
+    _install_stop(asyncio.get_running_loop(), stop)
+    daemon = Daemon(config, sinks)
+    run = asyncio.create_task(daemon.run(prepared, stop=stop, exit_when_done=True))
+    progress = _Progress(prepared[0][1].duration, enabled=args.speed == 0 or args.speed > 1)
+    while not run.done():
+        await asyncio.sleep(0.1)
+        runner = daemon.runners[0] if daemon.runners else None
+        if runner is not None:
+            progress.update(runner.source.position, runner.pipeline.counters.epochs_scored if runner.pipeline else 0)
+    progress.close()
+    await run
+
+
+def cmd_replay(args) -> int:
+    from edged.config import parse_config
+    from edged.sinks.report import agreement, hypnogram_summary
+    from edged.sinks.base import CollectingSink
+
+    _setup_logging(args.log_level or "warning")
+    channels = dict(item.split("=", 1) for item in args.channel)
+    path = Path(args.recording).resolve()
+    toml = (f'[[devices]]\nname = "replay"\ntype = "replay"\nmodel = "{args.model}"\n'
+            f'path = "{path}"\nspeed = {float(args.speed)}\nchunk_seconds = {float(args.chunk_seconds)}\n'
+            f'fs = {float(args.fs)}\n'
+            + ("channels = {" + ", ".join(f'{k} = "{v}"' for k, v in channels.items()) + "}\n" if channels else ""))
+    try:
+        config = parse_config(toml, "<replay arguments>")
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    collector = CollectingSink()
+    try:
+        asyncio.run(_replay(args, config, [collector]))
+    except EdgedError as exc:
+        return _fail(str(exc), 1)
+    epochs = collector.epochs.get("replay", [])
+    from edged.sources.readers import read_recording
+
+    recording = read_recording(path, fs=args.fs or None)
+    print(hypnogram_summary(epochs))
+    if recording.hypnogram is not None:
+        print(agreement(epochs, recording.hypnogram))
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps([
+            {"epoch": e.index, "start": e.start, "stage": e.stage, "probabilities": e.probabilities,
+             "quality": e.quality, "quality_ok": e.quality_ok} for e in epochs], indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edged", description="Real-time sleep staging over MQTT.")
+    parser.add_argument("--version", action="version", version=f"edged {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon")
+    p.add_argument("--config", "-c", required=True, help="TOML config file (see systemd/edged.toml)")
+    p.add_argument("--exit-when-done", action="store_true", help="exit once every replayed recording has ended")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config file and report every error")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("config-reference", help="print every config key with its default and meaning")
+    p.set_defaults(func=cmd_config_reference)
+
+    p = sub.add_parser("models", help="list the models edged can load")
+    p.add_argument("--dir", action="append", default=[], help="extra directory of manifests")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("replay", help="score a recording with the live pipeline and summarise the night")
+    p.add_argument("recording")
+    p.add_argument("--model", "-m", default="ibi-slpdb-causal-v1", help="model id or manifest path")
+    p.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible (default), 1 = real time")
+    p.add_argument("--chunk-seconds", type=float, default=1.0, help="signal per chunk (default 1 s)")
+    p.add_argument("--fs", type=float, default=0.0, help="sample rate for CSV files without a time column")
+    p.add_argument("--channel", action="append", default=[], metavar="SIGNAL=CHANNEL",
+                   help="feed a model signal from a named channel, e.g. ibi=rr")
+    p.add_argument("--json", help="also write every scored epoch to this JSON file")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

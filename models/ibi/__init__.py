@@ -1,0 +1,1 @@
+"""IBI (inter-beat interval) sleep stage models."""
