@@ -103,23 +103,28 @@ class FilteredSignal(InputBuilder):
         super().__init__(spec, channel, samples_per_epoch)
         self.filter = CausalFilter(design_bandpass(*spec.band, channel.fs)) if spec.band else None
         self.resampler = StreamingResampler(channel.fs, spec.fs)
-        self.segment_start_in = 0  # input index where the current unbroken segment began
         self.segment_start_out = 0  # output index of that segment's first resampled sample
         self.produced = 0  # resampled samples produced in this segment
 
+    def _first_output_at_or_after(self, input_index: int) -> int:
+        # Output j sits at input position j * down / up; integer arithmetic so the grid never slips.
+        up, down = self.resampler.up, self.resampler.down
+        return -(-input_index * up // down)
+
     def push(self, event: SourceEvent) -> list[Epoch]:
-        ratio = self.spec.fs / self.channel.fs
         if isinstance(event, Gap):
-            # Never splice across a gap: restart filter and resampler on the far side, and mark the
-            # span in between as missing at the model's rate.
+            # Never splice across a gap: restart filter and resampler on the far side, and mark the span in
+            # between as missing at the model's rate. The restarted stages' start-up transient (their
+            # delay_samples) is a known, bounded effect; the resampler's fixed delay is the pipeline's
+            # stated latency for raw signals.
             resume_in = event.start_index + event.n_missing
-            resume_out = int(np.ceil(resume_in * ratio))
-            epochs = self.epocher.push_gap(self.segment_start_out + self.produced,
-                                           resume_out - self.segment_start_out - self.produced)
+            resume_out = max(self._first_output_at_or_after(resume_in), self.segment_start_out + self.produced)
+            here = self.segment_start_out + self.produced
+            epochs = self.epocher.push_gap(here, resume_out - here) if resume_out > here else []
             if self.filter is not None:
                 self.filter.reset()
             self.resampler = StreamingResampler(self.channel.fs, self.spec.fs)
-            self.segment_start_in, self.segment_start_out, self.produced = resume_in, resume_out, 0
+            self.segment_start_out, self.produced = resume_out, 0
             return epochs
         x = np.asarray(event.data, dtype=np.float64)
         if self.filter is not None:
