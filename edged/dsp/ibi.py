@@ -17,6 +17,15 @@ import numpy as np
 
 IBI_FS = 25.0
 MAX_IBI = 2.0
+# Beat times are rounded to this before use. Beats on a 4-ms grid (250-Hz ECG) and samples on a 40-ms grid
+# coincide often; without rounding, a beat time summed interval by interval differs from the same time
+# summed in one cumsum by ~1e-13 s, which moves such a sample to the other interval. A microsecond is far
+# below any device's timing resolution (BLE RR: 1/1024 s).
+BEAT_RESOLUTION = 1e-6
+
+
+def _quantize(beats: np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(beats, dtype=np.float64) / BEAT_RESOLUTION) * BEAT_RESOLUTION
 
 
 def sample_and_hold(
@@ -24,7 +33,7 @@ def sample_and_hold(
 ) -> np.ndarray:
     """IBI samples at ``fs`` for sample times ``k / fs``, ``k < n_samples``; beat times in seconds on the
     same time axis, strictly increasing. Samples from the last beat on are 0 (no interval is known there)."""
-    beats = np.asarray(beat_times, dtype=np.float64)
+    beats = _quantize(beat_times)
     out = np.zeros(n_samples, dtype=np.float32)
     if len(beats) < 2 or n_samples == 0:
         return out
@@ -83,7 +92,7 @@ class StreamingIbi:
 
     def push_beats(self, beat_times: np.ndarray) -> np.ndarray:
         """Add beats (seconds, increasing, after any earlier ones); return newly determined samples."""
-        beats = np.asarray(beat_times, dtype=np.float64)
+        beats = _quantize(beat_times)
         if len(beats) == 0:
             return np.zeros(0, dtype=np.float32)
         if self.last_beat is not None:
@@ -98,7 +107,7 @@ class StreamingIbi:
         """Declare that no beat arrived before time ``t``: emit the samples that this determines (zeros)."""
         if self.last_beat is None:
             horizon = t  # no beat yet: everything before t is missing
-        elif t - self.last_beat >= self.max_ibi:
+        elif t - self.last_beat >= self.max_ibi - BEAT_RESOLUTION:  # last_beat is rounded; t need not be
             horizon = t
         else:
             return np.zeros(0, dtype=np.float32)
