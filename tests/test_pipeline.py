@@ -117,7 +117,9 @@ def test_raw_signal_path_filters_resamples_and_is_chunk_invariant(tmp_path):
         for start in range(0, len(ecg), chunk):
             scored += pipe.push(Chunk("ecg", start, ecg[start:start + chunk], received=0.0))
         results.append(np.array([list(e.probabilities.values()) for e in scored]))
-    assert len(results[0]) == 4  # 150 s of signal, minus the resampler's delay: four whole epochs
+    # 150 s of signal: five epochs (output j is emitted once input j*down/up arrives; the filter's group
+    # delay shifts content, not emission).
+    assert len(results[0]) == 5
     for other in results[1:]:
         np.testing.assert_array_equal(results[0], other)
     # The batch twin: sosfilt over the whole signal, batch resample, 30-s windows with zero padding.
@@ -125,7 +127,7 @@ def test_raw_signal_path_filters_resamples_and_is_chunk_invariant(tmp_path):
 
     y = resample(sosfilt(design_bandpass(0.5, 40.0, fs), ecg), fs, 100.0).astype(np.float32)
     padded = np.concatenate([np.zeros(3000, np.float32), y])
-    windows = np.stack([padded[k * 3000:(k + 2) * 3000] for k in range(4)])
+    windows = np.stack([padded[k * 3000:(k + 2) * 3000] for k in range(5)])
     probs, _ = model.run({"ecg": windows[:, None, :]})
     np.testing.assert_allclose(results[0], probs, rtol=1e-5, atol=1e-6)
 
