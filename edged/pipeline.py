@@ -78,6 +78,7 @@ class IbiFromRR(InputBuilder):
             # Lost notifications: the beats in between are unknown. Move the beat clock on by the silence;
             # the interval that spans it is >= max_ibi in any real gap and so becomes 'missing' (0).
             self.last_beat += event.seconds
+            self.started = False  # the beat that resumes the stream opens the next interval
             return self._feed(self.ibi.advance_to(self.last_beat))
         rr = np.asarray(event.data, dtype=np.float64)
         beats = self.last_beat + np.cumsum(rr)
