@@ -52,7 +52,7 @@ def mqtt_settings(config, host: str, port: int):
     node = config.node_id
     return MqttSettings(
         host=host, port=port, base_topic=config.mqtt["base_topic"], node_id=node,
-        client_id=config.mqtt["client_id"] or f"edged-{node}", username=config.mqtt["username"] or None,
+        client_id=config.mqtt["client_id"], username=config.mqtt["username"] or None,
         password=password, keepalive=config.mqtt["keepalive"],
     )
 
