@@ -53,7 +53,7 @@ def mqtt_settings(config, host: str, port: int):
     return MqttSettings(
         host=host, port=port, base_topic=config.mqtt["base_topic"], node_id=node,
         client_id=config.mqtt["client_id"], username=config.mqtt["username"] or None,
-        password=password, keepalive=config.mqtt["keepalive"],
+        password=password, keepalive=config.mqtt["keepalive"], max_outbox=config.mqtt["max_outbox"],
     )
 
 

@@ -38,6 +38,8 @@ MQTT_OPTIONS = (
            "never: only use `host` (buffer until it answers); always: always start one.",
            choices=("auto", "never", "always")),
     Option("embedded_port", int, 0, "Port of the embedded broker; 0 picks a free one.", minimum=0),
+    Option("max_outbox", int, 100_000, "Stage messages kept in memory until the broker acknowledges them "
+           "(about 600 bytes each); when full the oldest is dropped and counted.", minimum=1),
 )
 
 DEVICE_OPTIONS = (
