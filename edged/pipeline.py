@@ -81,9 +81,14 @@ class IbiFromRR(InputBuilder):
             self.started = False  # the beat that resumes the stream opens the next interval
             return self._feed(self.ibi.advance_to(self.last_beat))
         rr = np.asarray(event.data, dtype=np.float64)
-        beats = self.last_beat + np.cumsum(rr)
+        if event.times is not None:  # placed by a live source's clock model
+            beats = np.asarray(event.times, dtype=np.float64)
+            opening = beats[0] - rr[0] if len(rr) else self.last_beat
+        else:
+            beats = self.last_beat + np.cumsum(rr)
+            opening = self.last_beat
         if not self.started:
-            beats = np.concatenate(([self.last_beat], beats))
+            beats = np.concatenate(([opening], beats))
             self.started = True
         if len(beats):
             self.last_beat = float(beats[-1])

@@ -162,3 +162,21 @@ def test_manifest_with_wrong_output_name_is_refused(tmp_path):
     path.write_text(json.dumps(raw))
     with pytest.raises(ModelError, match="no output named 'probs'"):
         OnnxModel.load(path)
+
+
+def test_rr_chunks_with_clock_placed_beat_times_match_the_cumulative_form(night, ibi_model):
+    """A live strap's chunks carry beat times from its clock model; with exact times the epochs equal
+    the replay form that sums the intervals."""
+    rr = night.rr[:1500]
+    beats = night.first_beat + np.cumsum(rr)
+    spec = ChannelSpec("rr", "rr", 0.0, "s", offset=night.first_beat)
+    pipe = DevicePipeline("bed", [spec], ibi_model, anchor_time=0.0)
+    timed = []
+    for start in range(0, len(rr), 3):
+        timed += pipe.push(Chunk("rr", start, rr[start:start + 3], received=0.0, times=beats[start:start + 3]))
+    summed, _ = run_rr(ibi_model, night, 3, 1500)
+    assert len(timed) == len(summed) > 40
+    for a, b in zip(timed, summed):
+        assert a.index == b.index and a.quality == b.quality
+        for c in a.probabilities:
+            assert a.probabilities[c] == pytest.approx(b.probabilities[c], abs=1e-6)

@@ -60,6 +60,9 @@ class Chunk:
     start_index: int
     data: np.ndarray
     received: float = field(default_factory=time.monotonic)
+    # rr channels from live devices: stream time (s after the anchor) of the beat closing each interval,
+    # as placed by the source's clock model. None: beat times follow from the cumulative intervals.
+    times: np.ndarray | None = None
 
     @property
     def end_index(self) -> int:
