@@ -22,7 +22,7 @@ from edged.pipeline import DevicePipeline, match_channels
 from edged.scoring import catalog
 from edged.scoring.session import OnnxModel
 from edged.sinks.base import Sink
-from edged.sources.base import ChannelSpec, Chunk, Gap, Source, SourceEvent
+from edged.sources.base import ChannelSpec, Chunk, Gap, Source, SourceEvent, Status
 from edged.sources.registry import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,9 @@ class EventQueue:
         self._writable = asyncio.Event()
         self._writable.set()
 
-    def _to_gap(self, event: SourceEvent) -> Gap:
+    def _to_gap(self, event: SourceEvent) -> Gap | None:
+        if isinstance(event, Status):
+            return None  # a status is superseded by later ones; nothing to account for
         if isinstance(event, Gap):
             return event
         spec = self.channels[event.channel]
@@ -63,6 +65,10 @@ class EventQueue:
         if len(self.items) >= self.maxsize:
             lost = self._to_gap(self.items.popleft())
             self.dropped += 1
+            if lost is None:
+                self.items.append(event)
+                self._readable.set()
+                return
             earlier = self.gaps.get(lost.channel)
             if earlier is not None:
                 lost = Gap(lost.channel, earlier.start_index, earlier.n_missing + lost.n_missing,
@@ -122,6 +128,11 @@ class DeviceRunner:
             event = await self.queue.get()
             if event is _END:
                 break
+            if isinstance(event, Status):
+                online = event.connected
+                for sink in self.sinks:
+                    sink.set_availability(self.name, online)
+                continue
             if self.pipeline is None:
                 self.pipeline = DevicePipeline(
                     self.name, self.source.channels(), self.model, anchor_time=self.source.anchor_time or time.time(),

@@ -1,10 +1,14 @@
 """The source contract: what every device backend yields, whatever it talks to.
 
-A source is an async iterator of events for one device. Each event concerns one channel and is either
+A source is an async iterator of events for one device. A data event concerns one channel and is either
 
 * a :class:`Chunk` of consecutive samples (or, for an ``rr`` channel, consecutive inter-beat intervals), or
 * a :class:`Gap`: samples that should have arrived and did not. Gaps are explicit so that nothing downstream
   ever invents or silently splices data.
+
+A live source also yields :class:`Status` events when its device connects or is lost; the daemon
+publishes them as the device's availability. A source that reconnects by itself keeps one stream: sample
+indices continue and the lost span is a Gap.
 
 Time is derived from sample counts, never from per-packet arrival times: the first sample of a channel is
 anchored to the host's wall clock once (``anchor_time``) and sample ``i`` is at ``anchor_time + i / fs``.
@@ -85,7 +89,17 @@ class Gap:
     received: float = field(default_factory=time.monotonic)
 
 
-SourceEvent = Chunk | Gap
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The device connected or went away (a live source's supervisor says so; it is published as the
+    device's availability). ``reason`` is for people: "connected", "no data for 10 s", "port closed"..."""
+
+    connected: bool
+    reason: str = ""
+    received: float = field(default_factory=time.monotonic)
+
+
+SourceEvent = Chunk | Gap | Status
 
 
 class Source(abc.ABC):
@@ -110,7 +124,7 @@ class Source(abc.ABC):
             if isinstance(event, Chunk):
                 self.counters["chunks"] += 1
                 self.counters["samples"] += len(event.data)
-            else:
+            elif isinstance(event, Gap):
                 self.counters["gaps"] += 1
                 self.counters["lost_samples"] += event.n_missing
             yield event
