@@ -137,6 +137,7 @@ class DeviceRunner:
                 self.pipeline = DevicePipeline(
                     self.name, self.source.channels(), self.model, anchor_time=self.source.anchor_time or time.time(),
                     quality_threshold=self.config.quality_threshold, channel_map=self.config.channels,
+                    beat_detector=self.config.beat_detector,
                 )
             if not online:
                 online = True

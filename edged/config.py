@@ -51,6 +51,9 @@ DEVICE_OPTIONS = (
            "flagged as low quality.", minimum=0.0),
     Option("channels", dict, {}, "Which device channel feeds each model signal, e.g. { ibi = \"rr\" }. "
            "Default: an RR channel for ibi, else the channel named like the signal."),
+    Option("beat_detector", str, "auto", "For a model fed inter-beat intervals from a raw channel: which "
+           "beat detector runs on it. auto: ppg if the channel name says PPG/PLETH/BVP/pulse, else ecg.",
+           choices=("auto", "ecg", "ppg")),
     Option("queue_size", int, 1024, "Events buffered between the device and its pipeline; overflow drops "
            "the oldest and counts it.", minimum=1),
 )
@@ -71,6 +74,7 @@ class DeviceConfig:
     model: str
     quality_threshold: float
     channels: dict[str, str]
+    beat_detector: str
     queue_size: int
     options: dict[str, Any]  # the backend's own typed options
 

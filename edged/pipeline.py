@@ -4,8 +4,10 @@ it reads stamps when scoring finished, for the latency figure.
 For each signal input of the model (manifest ``inputs``) an input builder turns the device's channel into
 epochs at the model's rate:
 
-* ``ibi`` from an ``rr`` channel: beat times rebuilt from the cumulative intervals, then the WatchSleepNet
-  sample-and-hold form (:mod:`edged.dsp.ibi`), exactly as in training;
+* ``ibi`` from an ``rr`` channel: beat times rebuilt from the cumulative intervals (or placed by a live
+  source's clock model), then the WatchSleepNet sample-and-hold form (:mod:`edged.dsp.ibi`), as in training;
+* ``ibi`` from a raw ECG or PPG channel: streaming beat detection (:mod:`edged.dsp.beats`), causal
+  artefact and ectopic correction (:mod:`edged.dsp.artefacts`), then the same sample-and-hold form;
 * any other signal from a raw channel: causal band-pass (if the manifest asks for one), streaming
   resampling to the model's rate, epoching.
 
@@ -17,17 +19,22 @@ input has closed epoch ``k + lookahead_epochs``.
 from __future__ import annotations
 
 import abc
+import collections
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
 
+from edged.dsp.artefacts import StreamingBeatCorrector
+from edged.dsp.beats import StreamingEcgDetector, StreamingPpgDetector
 from edged.dsp.epocher import Epoch, Epocher
 from edged.dsp.filters import CausalFilter, design_bandpass
 from edged.dsp.ibi import StreamingIbi
 from edged.dsp.resample import StreamingResampler
+from edged.dsp.quality import ecg_quality, ppg_quality
 from edged.dsp.ring import RingBuffer
 from edged.errors import ConfigError
 from edged.scoring.epoch import ScoredEpoch
@@ -141,14 +148,88 @@ class FilteredSignal(InputBuilder):
         return self.epocher.push(start, y.astype(np.float32, copy=False)) if len(y) else []
 
 
-def _build_input(spec: InputSpec, channel: ChannelSpec, samples_per_epoch: int) -> InputBuilder:
+class IbiFromWaveform(InputBuilder):
+    """A raw ECG or PPG channel -> beats -> causal correction -> IBI sample-and-hold -> epochs.
+
+    Delay before an epoch can close: the detector's (0.45 s ECG, 0.8 s PPG), the corrector's three beats
+    and the one interval the sample-and-hold form always waits for. Quality is the lower of the IBI
+    coverage and the waveform's template-correlation index over the epoch (:mod:`edged.dsp.quality`).
+    """
+
+    def __init__(self, spec: InputSpec, channel: ChannelSpec, samples_per_epoch: int, detector: str):
+        super().__init__(spec, channel, samples_per_epoch)
+        self.detector_kind = detector
+        self.fs = channel.fs
+        self.epoch_seconds = samples_per_epoch / spec.fs
+        self.ibi = StreamingIbi(fs=spec.fs)
+        self.corrector = StreamingBeatCorrector()
+        self._start_segment(0)
+        # The last two epochs and a margin of raw signal and beats, for the per-epoch waveform quality.
+        self.raw = RingBuffer(int((2 * self.epoch_seconds + 10) * self.fs), dtype=np.float64)
+        self.raw_end = 0  # absolute index one past the newest raw sample held
+        self.beat_indices: collections.deque[int] = collections.deque(maxlen=1024)
+
+    def _start_segment(self, first_index: int) -> None:
+        # After a gap the detector starts afresh: its thresholds must not bridge unknown signal.
+        cls = StreamingEcgDetector if self.detector_kind == "ecg" else StreamingPpgDetector
+        self.detector = cls(self.fs)
+        self.segment_start = first_index
+
+    def _time(self, index) -> np.ndarray | float:
+        return self.channel.offset + np.asarray(index, dtype=np.float64) / self.fs
+
+    def _settle(self, beats: np.ndarray, horizon: float | None) -> list[Epoch]:
+        parts = [self.ibi.push_beats(self.corrector.push(beats))] if len(beats) else []
+        if horizon is not None:
+            parts.append(self.ibi.push_beats(self.corrector.advance_to(horizon)))
+            parts.append(self.ibi.advance_to(min(horizon, self.corrector.final_until)))
+        samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        if len(samples) == 0:
+            return []
+        return self.epocher.push(self.ibi.next_sample - len(samples), samples)
+
+    def push(self, event: SourceEvent) -> list[Epoch]:
+        if isinstance(event, Gap):
+            resume = event.start_index + event.n_missing
+            self._start_segment(resume)
+            self.raw.clear()
+            self.raw_end = resume
+            return self._settle(np.zeros(0), float(self._time(resume)))
+        x = np.asarray(event.data, dtype=np.float64)
+        found = self.detector.push(x) + self.segment_start
+        self.raw.append(x)
+        self.raw_end = event.end_index
+        self.beat_indices.extend(found.tolist())
+        horizon = None
+        examined = self.detector.n_samples - self.detector.delay_samples
+        if self.detector.n_samples >= self.detector.learning_samples + self.detector.delay_samples:
+            # Every beat before this point has been reported: silence up to here is real.
+            horizon = float(self._time(self.segment_start + examined))
+        return self._settle(self._time(found), horizon)
+
+    def quality(self, epoch: Epoch) -> float:
+        coverage = float(np.count_nonzero(epoch.data)) / len(epoch.data)
+        first = int(np.ceil((epoch.index * self.epoch_seconds - self.channel.offset) * self.fs))
+        n = int(round(self.epoch_seconds * self.fs))
+        held_from = self.raw_end - len(self.raw)
+        if first < held_from or first + n > self.raw_end:
+            return coverage  # the raw epoch is no longer (or not entirely) held: IBI coverage alone
+        raw = self.raw.latest(self.raw_end - first)[:n]
+        beats = np.array([b - first for b in self.beat_indices if first <= b < first + n], dtype=np.int64)
+        waveform = (ecg_quality if self.detector_kind == "ecg" else ppg_quality)(raw, beats, self.fs)
+        return min(coverage, float(waveform))
+
+
+_PPG_NAME = re.compile(r"ppg|pleth|bvp|pulse", re.IGNORECASE)
+
+
+def _build_input(spec: InputSpec, channel: ChannelSpec, samples_per_epoch: int,
+                 beat_detector: str = "auto") -> InputBuilder:
     if spec.signal == "ibi":
         if channel.kind == "rr":
             return IbiFromRR(spec, channel, samples_per_epoch)
-        raise ConfigError([
-            f"model input {spec.name!r} needs inter-beat intervals; channel {channel.name!r} is a raw "
-            f"{channel.units} signal and beat detection from raw ECG/PPG is not wired in yet: use an RR channel"
-        ])
+        detector = beat_detector if beat_detector != "auto" else ("ppg" if _PPG_NAME.search(channel.name) else "ecg")
+        return IbiFromWaveform(spec, channel, samples_per_epoch, detector)
     if channel.kind != "signal":
         raise ConfigError([f"model input {spec.name!r} needs a raw {spec.signal} signal; {channel.name!r} is RR"])
     return FilteredSignal(spec, channel, samples_per_epoch)
@@ -179,6 +260,8 @@ def match_channels(
             problems.append(
                 f"model {manifest.id} needs a {spec.signal!r} channel and the device has none "
                 f"(have: {', '.join(sorted(by_name)) or 'nothing'}); map one with channels = {{{spec.signal} = \"...\"}}"
+                + (" (an RR, ECG or PPG channel)" if spec.signal == "ibi" else "")
+                + (" (an RR, ECG or PPG channel)" if spec.signal == "ibi" else "")
             )
     if problems:
         raise ConfigError(problems)
@@ -209,6 +292,7 @@ class DevicePipeline:
         anchor_time: float,
         quality_threshold: float = 0.5,
         channel_map: dict[str, str] | None = None,
+        beat_detector: str = "auto",
     ):
         self.device = device
         self.model = model
@@ -222,7 +306,7 @@ class DevicePipeline:
         self.by_channel: dict[str, list[InputBuilder]] = {}
         self.windows: dict[str, RingBuffer] = {}
         for spec in m.inputs:
-            builder = _build_input(spec, matched[spec.name], m.samples_per_epoch(spec))
+            builder = _build_input(spec, matched[spec.name], m.samples_per_epoch(spec), beat_detector)
             self.inputs[spec.name] = builder
             self.by_channel.setdefault(matched[spec.name].name, []).append(builder)
             window = RingBuffer(m.window_samples(spec))
