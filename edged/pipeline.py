@@ -261,7 +261,6 @@ def match_channels(
                 f"model {manifest.id} needs a {spec.signal!r} channel and the device has none "
                 f"(have: {', '.join(sorted(by_name)) or 'nothing'}); map one with channels = {{{spec.signal} = \"...\"}}"
                 + (" (an RR, ECG or PPG channel)" if spec.signal == "ibi" else "")
-                + (" (an RR, ECG or PPG channel)" if spec.signal == "ibi" else "")
             )
     if problems:
         raise ConfigError(problems)

@@ -32,9 +32,12 @@ REL_CLIP = 0.5  # beat deviations beyond +-50 % of the epoch mean are clipped (e
 class ArchConfig:
     context: int = 20  # C: epochs in the window, the scored one last
     enc_channels: tuple[int, ...] = (16, 32, 32, 48)
+    enc_kernel: int = 5  # kernel of the stride-2 encoder convs after the first
     hidden: int = 32
     dilations: tuple[int, ...] = (1, 2, 4, 8)
     dropout: float = 0.2
+    batchnorm: bool = True  # BatchNorm after each encoder conv (folded into the conv at export)
+    absolute: bool = True  # also give the head each epoch's absolute mean IBI and variability
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,14 +46,17 @@ class ArchConfig:
 class EpochEncoder(nn.Module):
     """(N, 750) IBI samples of N epochs -> (N, enc_channels[-1] + 3) features of each epoch alone."""
 
-    def __init__(self, channels: tuple[int, ...]):
+    def __init__(self, channels: tuple[int, ...], kernel: int = 5, batchnorm: bool = True):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 2
         for i, c_out in enumerate(channels):
             # First layer: 10-sample kernel, stride 5 (25 Hz -> 5 Hz; a beat lasts ~25 samples).
-            k, s, p = (10, 5, 0) if i == 0 else (5, 2, 2)
-            layers += [nn.Conv1d(c_in, c_out, k, stride=s, padding=p, bias=False), nn.BatchNorm1d(c_out), nn.ReLU()]
+            k, s, p = (10, 5, 0) if i == 0 else (kernel, 2, kernel // 2)
+            layers.append(nn.Conv1d(c_in, c_out, k, stride=s, padding=p, bias=not batchnorm))
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(c_out))
+            layers.append(nn.ReLU())
             c_in = c_out
         self.conv = nn.Sequential(*layers)
         self.out_features = channels[-1] + N_SCALARS
@@ -86,7 +92,8 @@ class WindowHead(nn.Module):
     def __init__(self, in_features: int, cfg: ArchConfig):
         super().__init__()
         self.enc_dim = in_features - N_SCALARS
-        self.inp = nn.Conv1d(in_features, cfg.hidden, 1)
+        self.absolute = cfg.absolute
+        self.inp = nn.Conv1d(in_features + (2 if cfg.absolute else 0), cfg.hidden, 1)
         self.blocks = nn.Sequential(*[CausalBlock(cfg.hidden, d, cfg.dropout) for d in cfg.dilations])
         self.fc = nn.Linear(2 * cfg.hidden, cfg.hidden)
         self.drop = nn.Dropout(cfg.dropout)
@@ -101,7 +108,11 @@ class WindowHead(nn.Module):
         nv = v.sum(-1, keepdim=True).clamp(min=1.0)
         rel_mean = (log_mean - (log_mean * v).sum(-1, keepdim=True) / nv) * v
         rel_var = (log_var - (log_var * v).sum(-1, keepdim=True) / nv) * v
-        x = torch.cat([enc, (rel_mean * 5.0).unsqueeze(-1), rel_var.unsqueeze(-1), valid.unsqueeze(-1)], dim=-1)
+        parts = [enc, (rel_mean * 5.0).unsqueeze(-1), rel_var.unsqueeze(-1), valid.unsqueeze(-1)]
+        if self.absolute:  # the level itself still tells wake from sleep when a whole window is one stage
+            has = (valid > 0).to(e.dtype)
+            parts += [(log_mean * 3.0).unsqueeze(-1), ((log_var + 2.5) * has).unsqueeze(-1)]
+        x = torch.cat(parts, dim=-1)
         h = self.blocks(F.relu(self.inp(x.transpose(1, 2))))
         z = torch.cat([h[:, :, -1], h.mean(-1)], dim=-1)
         return self.out(self.drop(F.relu(self.fc(z))))
@@ -111,7 +122,7 @@ class IbiStager(nn.Module):
     def __init__(self, cfg: ArchConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = EpochEncoder(cfg.enc_channels)
+        self.encoder = EpochEncoder(cfg.enc_channels, cfg.enc_kernel, cfg.batchnorm)
         self.head = WindowHead(self.encoder.out_features, cfg)
 
     def forward(self, ibi: torch.Tensor) -> torch.Tensor:
