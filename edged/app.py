@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -157,6 +158,10 @@ def _build_source(device: DeviceConfig, config: Config) -> Source:
     options = dict(device.options)
     if "path" in options:
         options["path"] = str(config.relative(options["path"]))
+    backend_option = str(options.get("backend", ""))
+    if backend_option.startswith("replay:"):  # a BLE replay names a recording: relative to the config too
+        recording, sep, query = backend_option[len("replay:"):].partition("?")
+        options["backend"] = f"replay:{config.relative(recording)}{sep}{query}"
     return backend.load()(device.name, **options)
 
 
@@ -208,10 +213,10 @@ class Daemon:
             while not stop.is_set():
                 if exit_when_done and all(r.finished or r.failed for r in self.runners):
                     break
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=0.2)
-                except asyncio.TimeoutError:
-                    pass
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (gh-86296).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        await stop.wait()
         finally:
             counters_task.cancel()
             for runner in self.runners:
