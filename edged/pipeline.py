@@ -361,6 +361,11 @@ class DevicePipeline:
         p = probs[0].astype(float)
         start = self.anchor_time + index * m.epoch_seconds
         ok = quality >= self.quality_threshold
+        hr_bpm = None
+        for name, epoch in epochs.items():
+            if self.inputs[name].spec.signal == "ibi":
+                valid = epoch.data[epoch.data > 0]  # sample-and-hold: a time-weighted mean interval
+                hr_bpm = 60.0 / float(valid.mean()) if len(valid) else None
         self.counters.epochs_scored += 1
         self.counters.epochs_low_quality += 0 if ok else 1
         return ScoredEpoch(
@@ -377,4 +382,5 @@ class DevicePipeline:
             quality_ok=ok,
             received=received,
             scored=time.monotonic(),
+            hr_bpm=hr_bpm,
         )

@@ -67,6 +67,9 @@ def test_rr_pipeline_is_chunk_invariant_and_equals_batch(night, ibi_model, chunk
     assert [e.stage for e in scored] == [ibi_model.manifest.classes[i] for i in probs.argmax(1)]
     quality = (ibi != 0).mean(axis=1)
     np.testing.assert_allclose([e.quality for e in scored], quality, atol=1e-4)
+    for e, row in zip(scored, ibi):  # heart rate: the time-weighted mean of the epoch's valid intervals
+        valid = row[row > 0]
+        assert e.hr_bpm == (pytest.approx(60.0 / valid.mean(), rel=1e-5) if len(valid) else None)
     assert pipe.counters.epochs_scored == len(probs)
 
 

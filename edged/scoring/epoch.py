@@ -20,3 +20,4 @@ class ScoredEpoch:
     quality_ok: bool  # quality at or above the device's threshold; a low-quality epoch is flagged, not hidden
     received: float  # time.monotonic() when the epoch's last sample reached edged (latency is measured from it)
     scored: float  # time.monotonic() when scoring finished
+    hr_bpm: float | None = None  # mean heart rate over the epoch's valid intervals, for models fed intervals

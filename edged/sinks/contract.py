@@ -140,6 +140,8 @@ def stage_payload(epoch: ScoredEpoch, node: str, *, now: float | None = None) ->
         "quality": {"score": round(float(epoch.quality), _DECIMALS), "ok": bool(epoch.quality_ok)},
         "latency_ms": round((now - epoch.received) * 1000.0, 1),
     }
+    if epoch.hr_bpm is not None:
+        payload["hr_bpm"] = round(float(epoch.hr_bpm), 1)
     if epoch.synthetic:
         payload["warning"] = SYNTHETIC_WARNING
     return payload
@@ -219,6 +221,11 @@ STAGE_SCHEMA: Final[dict[str, Any]] = {
         "latency_ms": {
             "type": "number",
             "description": "milliseconds from the epoch's last sample reaching edged to hand-over for publishing",
+        },
+        "hr_bpm": {
+            "type": "number",
+            "description": "mean heart rate over the epoch's valid inter-beat intervals; absent when the model "
+                           "is not fed intervals or no valid interval covers the epoch",
         },
         "warning": {"type": "string", "description": "present when the model is not fit for real measurements"},
     },
