@@ -94,12 +94,15 @@ class Collector:
         self.client.disconnect()
 
 
+MODEL = "ibi-slpdb-causal-v1"
+
+
 def config_text(port: int, base: str, devices: list[tuple[str, Path, float]]) -> str:
     parts = [f'[node]\nid = "bench"\nlog_level = "warning"\n\n[mqtt]\nhost = "127.0.0.1"\nport = {port}\n'
              f'base_topic = "{base}"\nembedded = "never"\n']
     for name, path, speed in devices:
         parts.append(f'[[devices]]\nname = "{name}"\ntype = "replay"\npath = "{path}"\nspeed = {speed}\n'
-                     f'queue_size = 4096\n')
+                     f'model = "{MODEL}"\nqueue_size = 4096\n')
     return "\n".join(parts)
 
 
@@ -175,15 +178,21 @@ def many_streams(broker: EmbeddedBroker, tmp: Path, n: int, settle: float, windo
 
 
 def main() -> None:
+    global MODEL
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter measuring windows")
     parser.add_argument("--max-streams", type=int, default=3200)
+    parser.add_argument("--model", default=MODEL, help="model id or manifest path (default: the shipped IBI model)")
+    parser.add_argument("--skip-many", action="store_true", help="only the one-stream measurement")
     args = parser.parse_args()
+    MODEL = args.model
     settle, window = (5.0, 31.0) if args.quick else (10.0, 61.0)  # a window spans at least one epoch close
     print(f"machine: {os.cpu_count()} cores, daemon pinned to core {CORE}; python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as tmpdir, EmbeddedBroker() as broker:
         tmp = Path(tmpdir)
         one_stream(broker, tmp)
+        if args.skip_many:
+            return
         print("2) N heart-rate-strap streams at real speed in one daemon on one core (slpdb nights, 1 notification/s each)")
         n, best, results = 100, 0, {}
         while n <= args.max_streams:
