@@ -63,12 +63,18 @@ def quantize_int8_static(
     *,
     input_name: str,
     op_types: Sequence[str] | None = None,
+    exclude_nodes: Sequence[str] = (),
     calibrate_method: str = "MinMax",
 ) -> Path:
     """Static int8 quantisation: QDQ format, per-channel int8 weights, uint8 activations with ranges from
     ``calibration`` (real input windows). ``op_types`` limits which ops are quantised (None: onnxruntime's
-    default set); whatever is not quantised stays float32."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    default set) and ``exclude_nodes`` names nodes kept out of it; whatever is not quantised stays float32."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out_path = Path(out_path)
@@ -84,6 +90,7 @@ def quantize_int8_static(
             weight_type=QuantType.QInt8,
             per_channel=True,
             op_types_to_quantize=list(op_types) if op_types else None,
+            nodes_to_exclude=list(exclude_nodes) or None,
             calibrate_method=getattr(CalibrationMethod, calibrate_method),
             extra_options={"WeightSymmetric": True},
         )
@@ -103,18 +110,32 @@ def run_onnx(path: str | Path, inputs: np.ndarray, *, input_name: str, output_na
 
 
 def quantized_op_summary(path: str | Path) -> dict:
-    """Which op types of a QDQ model run on int8 (have a DequantizeLinear feeding them) and which stay float."""
+    """Op types of a QDQ model by where they compute: ``int8`` when the op sits in a QDQ sandwich (every
+    non-constant input arrives through a DequantizeLinear and every output feeds only QuantizeLinear), which
+    onnxruntime runs as an int8 kernel; ``float`` otherwise."""
     import onnx
 
     graph = onnx.load(str(path)).graph
+    constants = {i.name for i in graph.initializer}
     produced_by = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     quantized: dict[str, int] = {}
     floating: dict[str, int] = {}
     for n in graph.node:
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
             continue
-        fed = [produced_by.get(i) for i in n.input]
-        is_q = any(f is not None and f.op_type == "DequantizeLinear" for f in fed)
+        feeds = [i for i in n.input if i and i not in constants]
+        is_q = (
+            bool(feeds)
+            and all((f := produced_by.get(i)) is not None and f.op_type == "DequantizeLinear" for i in feeds)
+            and all(
+                consumers.get(o) and all(c.op_type == "QuantizeLinear" for c in consumers[o]) for o in n.output
+            )
+        )
         bucket = quantized if is_q else floating
         bucket[n.op_type] = bucket.get(n.op_type, 0) + 1
     return {"int8": dict(sorted(quantized.items())), "float": dict(sorted(floating.items()))}

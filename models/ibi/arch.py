@@ -36,7 +36,7 @@ class ArchConfig:
     hidden: int = 32
     dilations: tuple[int, ...] = (1, 2, 4, 8)
     dropout: float = 0.2
-    batchnorm: bool = True  # BatchNorm after each encoder conv (folded into the conv at export)
+    batchnorm: bool = False  # BatchNorm after each encoder conv: trained less stably here (see the card)
     absolute: bool = True  # also give the head each epoch's absolute mean IBI and variability
 
     def to_dict(self) -> dict:
@@ -156,19 +156,34 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def macs_per_window(model: IbiStager) -> dict:
-    """Multiply-accumulates of one deployed call (one scored epoch), convs and linears only."""
-    counts = {"encoder_per_epoch": 0, "head": 0}
+def module_macs(model: IbiStager) -> dict[str, int]:
+    """Multiply-accumulates of one deployed call (one scored epoch) per conv / linear module, by module
+    name (``encoder.conv.0``, ``head.inp`` ...); the encoder's run once per context epoch."""
+    out: dict[str, int] = {}
     length = SAMPLES_PER_EPOCH
-    for m in model.encoder.conv:
+    c = model.cfg.context
+    for name, m in model.encoder.conv.named_children():
         if isinstance(m, nn.Conv1d):
             length = (length + 2 * m.padding[0] - m.dilation[0] * (m.kernel_size[0] - 1) - 1) // m.stride[0] + 1
-            counts["encoder_per_epoch"] += m.in_channels * m.out_channels * m.kernel_size[0] * length
-    c = model.cfg.context
-    for m in model.head.modules():
+            out[f"encoder.conv.{name}"] = m.in_channels * m.out_channels * m.kernel_size[0] * length * c
+    for name, m in model.head.named_modules():
         if isinstance(m, nn.Conv1d):
-            counts["head"] += m.in_channels * m.out_channels * m.kernel_size[0] * c
+            out[f"head.{name}"] = m.in_channels * m.out_channels * m.kernel_size[0] * c
         elif isinstance(m, nn.Linear):
-            counts["head"] += m.in_features * m.out_features
-    counts["per_scored_epoch"] = counts["encoder_per_epoch"] * c + counts["head"]
-    return counts
+            out[f"head.{name}"] = m.in_features * m.out_features
+    return out
+
+
+def macs_per_window(model: IbiStager) -> dict:
+    per_module = module_macs(model)
+    encoder = sum(v for k, v in per_module.items() if k.startswith("encoder."))
+    return {
+        "encoder_per_epoch": encoder // model.cfg.context,
+        "head": sum(v for k, v in per_module.items() if k.startswith("head.")),
+        "per_scored_epoch": sum(per_module.values()),
+    }
+
+
+def onnx_node_module(node_name: str) -> str:
+    """The torch module an exported node came from: ``/head/blocks/blocks.0/conv/Conv`` -> ``head.blocks.0.conv``."""
+    return ".".join(part.split(".")[-1] for part in node_name.strip("/").split("/")[:-1])

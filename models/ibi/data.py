@@ -18,7 +18,7 @@ from edged.errors import RecordingError
 from edged.sources.readers.physionet_rr import read_physionet_rr
 
 EPOCH_SECONDS = 30.0
-SAMPLES_PER_EPOCH = int(round(EPOCH_SECONDS * IBI_FS))  # 750
+SAMPLES_PER_EPOCH = round(EPOCH_SECONDS * IBI_FS)  # 750
 CLASSES = ("W", "NREM", "REM")
 STAGE_TO_CLASS = {"W": 0, "N1": 1, "N2": 1, "N3": 1, "REM": 2}
 UNSCORED = -1
