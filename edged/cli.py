@@ -142,6 +142,12 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_devices(args) -> int:
+    from edged.devices import run
+
+    return run(args)
+
+
 # --- edged replay -----------------------------------------------------------------------------------
 
 class _Progress:
@@ -242,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the models edged can load")
     p.add_argument("--dir", action="append", default=[], help="extra directory of manifests")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("devices", help="list serial ports and Bluetooth LE devices edged can read")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-ble", action="store_true", help="skip the Bluetooth LE scan")
+    p.add_argument("--ble-timeout", type=float, default=5.0, help="seconds to scan for BLE devices")
+    p.add_argument("--probe", action="store_true", help="connect to BLE devices to confirm their services")
+    p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("replay", help="score a recording with the live pipeline and summarise the night")
     p.add_argument("recording")
