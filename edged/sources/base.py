@@ -109,7 +109,7 @@ class Source(abc.ABC):
     def __init__(self, device: str):
         self.device = device
         self.anchor_time: float | None = None
-        self.counters: dict[str, int] = {"chunks": 0, "samples": 0, "gaps": 0, "lost_samples": 0}
+        self.counters: dict[str, int | float] = {"chunks": 0, "samples": 0, "gaps": 0, "lost_samples": 0}
 
     @abc.abstractmethod
     def channels(self) -> list[ChannelSpec]:
