@@ -223,24 +223,24 @@ def parse_config(text: str, source: str = "<config>", path: Path | None = None) 
         raw_devices = []
     seen: set[str] = set()
     for i, raw_device in enumerate(raw_devices):
-        path = ("devices", i)
+        where = ("devices", i)
         if not isinstance(raw_device, dict):
-            check.error(path, "must be a table")
+            check.error(where, "must be a table")
             continue
         backend = BACKENDS.get(raw_device.get("type")) if isinstance(raw_device.get("type"), str) else None
         backend_keys = tuple(o.name for o in backend.options) if backend else tuple(
             {o.name for b in BACKENDS.values() for o in b.options})  # unknown type: do not also flag its options
-        common = check.section(raw_device, DEVICE_OPTIONS, path, allowed_extra=backend_keys)
+        common = check.section(raw_device, DEVICE_OPTIONS, where, allowed_extra=backend_keys)
         options = {}
         if backend is not None:
             options = check.section({k: v for k, v in raw_device.items() if k in backend_keys},
-                                    backend.options, path)
+                                    backend.options, where)
         name = common.get("name")
         if isinstance(name, str):
             if not NAME_RE.match(name):
-                check.error((*path, "name"), f"{name!r} may only use letters, digits, '-' and '_' (it goes in topics)")
+                check.error((*where, "name"), f"{name!r} may only use letters, digits, '-' and '_' (it goes in topics)")
             elif name in seen:
-                check.error((*path, "name"), f"device name {name!r} is used twice")
+                check.error((*where, "name"), f"device name {name!r} is used twice")
             seen.add(name)
         if backend is None or check.problems:
             continue

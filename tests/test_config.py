@@ -81,3 +81,12 @@ def test_reference_documents_every_key():
     text = reference()
     for key in ("base_topic", "password_file", "quality_threshold", "chunk_seconds", "embedded_port"):
         assert f"`{key}`" in text
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path):
+    cfg = tmp_path / "conf" / "edged.toml"
+    cfg.parent.mkdir()
+    cfg.write_text('[[devices]]\nname = "a"\ntype = "replay"\npath = "nights/one.rr"\n')
+    config = load_config(cfg)
+    assert config.path == cfg.resolve()
+    assert config.relative(config.devices[0].options["path"]) == cfg.resolve().parent / "nights" / "one.rr"
