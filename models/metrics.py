@@ -1,4 +1,5 @@
-"""Epoch-by-epoch agreement between reference and predicted stages: confusion, Cohen's kappa, accuracy, F1.
+"""Epoch-by-epoch agreement between reference and predicted stages, as the JSON-ready reports and text the
+training commands write. The arithmetic (confusion, kappa, F1) lives in ``edged.scoring.metrics``.
 
 Numpy only, so evaluation needs nothing the daemon does not already install. Labels are class indices;
 negative reference labels (unscored epochs) are dropped before anything is counted.
@@ -11,39 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """``c[i, j]`` = epochs of reference class ``i`` predicted as ``j``; reference labels < 0 are skipped."""
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
-    keep = y_true >= 0
-    y_true, y_pred = y_true[keep], y_pred[keep]
-    if len(y_true) and (y_true.max() >= n_classes or y_pred.min() < 0 or y_pred.max() >= n_classes):
-        raise ValueError(f"labels outside 0..{n_classes - 1}")
-    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
-def kappa_from_confusion(c: np.ndarray) -> float:
-    n = c.sum()
-    if n == 0:
-        return math.nan
-    observed = np.trace(c) / n
-    expected = float((c.sum(0) * c.sum(1)).sum()) / (n * n)
-    if expected == 1.0:
-        return 1.0 if observed == 1.0 else 0.0  # one class only, on both sides: agreement is trivial
-    return float((observed - expected) / (1.0 - expected))
-
-
-def f1_from_confusion(c: np.ndarray) -> np.ndarray:
-    """Per-class F1; NaN for a class absent from both the reference and the predictions."""
-    tp = np.diag(c).astype(np.float64)
-    support = c.sum(1)
-    predicted = c.sum(0)
-    denom = support + predicted
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, 2.0 * tp / denom, np.nan)
+# One implementation for training and the daemon's replay agreement (models may import edged, not the reverse).
+from edged.scoring.metrics import confusion, f1_from_confusion, kappa_from_confusion  # noqa: F401
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict:
