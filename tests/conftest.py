@@ -163,3 +163,16 @@ def make_epoch(
 @pytest.fixture
 def epoch_factory() -> Callable[..., ScoredEpoch]:
     return make_epoch
+
+
+@pytest.fixture
+def daemon_toml(broker: EmbeddedBroker, topic_base: str) -> Callable[..., str]:
+    """``daemon_toml(devices, models_dir=None)`` -> a config for `edged run` on this test's broker and topic
+    base (node id ``e2e``), with ``devices`` (the [[devices]] tables, as TOML text) appended."""
+
+    def make(devices: str, models_dir: object | None = None) -> str:
+        models = f'\n[models]\ndirs = ["{models_dir}"]\n' if models_dir is not None else ""
+        return (f'[node]\nid = "e2e"\n\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+                f'base_topic = "{topic_base}"\nembedded = "never"\nkeepalive = 5\n{models}\n{devices}')
+
+    return make

@@ -389,26 +389,13 @@ def test_list_ble_devices_recognises_heart_rate_and_pmd_sensors():
 # ------------------------------------------------------------------------------- (d) the whole daemon
 
 
-def test_daemon_on_the_replay_backend_goes_offline_and_online_and_keeps_scoring(tmp_path, broker, subscribe,
-                                                                                 topic_base):
+def test_daemon_on_the_replay_backend_goes_offline_and_online_and_keeps_scoring(tmp_path, subscribe, topic_base,
+                                                                                 daemon_toml):
     from onnx_factory import write_model
 
     write_model(tmp_path)  # an IBI-input model ("test-model")
     cfg = tmp_path / "edged.toml"
-    cfg.write_text(f"""
-[node]
-id = "e2e"
-
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-base_topic = "{topic_base}"
-embedded = "never"
-keepalive = 5
-
-[models]
-dirs = ["{tmp_path}"]
-
+    cfg.write_text(daemon_toml(models_dir=tmp_path, devices=f"""
 [[devices]]
 name = "strap"
 type = "ble-hrs"
@@ -417,7 +404,7 @@ ble_name = "Polar H10"
 backend = "replay:{SLP61}?speed=100&disconnect_after=300&away=30"
 silence_seconds = 60
 reconnect_min = 1
-""")
+"""))
     prefix = f"{topic_base}/e2e/strap"
     sub = subscribe(f"{prefix}/#")
     daemon = subprocess.Popen([sys.executable, "-m", "edged.cli", "run", "--config", str(cfg)],

@@ -415,7 +415,7 @@ def test_devices_lists_serial_ports(capsys):
 # --------------------------------------------------------------------------------- (c) the daemon
 
 
-def test_edged_run_scores_a_serial_board_through_garbage_and_an_unplug(tmp_path, broker, subscribe, topic_base):
+def test_edged_run_scores_a_serial_board_through_garbage_and_an_unplug(tmp_path, subscribe, topic_base, daemon_toml):
     """Emulator (framed protocol, real MIT-BIH ECG, 8x real time) -> `edged run` -> mosquitto."""
     models = tmp_path / "models"
     models.mkdir()
@@ -426,20 +426,7 @@ def test_edged_run_scores_a_serial_board_through_garbage_and_an_unplug(tmp_path,
     emulator.open_port()
     emulator.start()
     cfg = tmp_path / "edged.toml"
-    cfg.write_text(f"""
-[node]
-id = "e2e"
-
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-base_topic = "{topic_base}"
-embedded = "never"
-keepalive = 5
-
-[models]
-dirs = ["{models}"]
-
+    cfg.write_text(daemon_toml(models_dir=models, devices=f"""
 [[devices]]
 name = "ecg1"
 type = "serial"
@@ -450,7 +437,7 @@ channels = {{ ecg = "ecg_mV" }}
 silence_seconds = 2
 reconnect_min = 0.1
 reconnect_max = 0.5
-""")
+"""))
     prefix = f"{topic_base}/e2e/ecg1"
     sub = subscribe(f"{topic_base}/#", persistent=True)
     daemon = subprocess.Popen([sys.executable, "-m", "edged.cli", "run", "--config", str(cfg)],
