@@ -6,6 +6,7 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+comma  := ,
 EXTRAS ?= test,train
 
 .PHONY: demo test setup system-deps clean
@@ -18,7 +19,7 @@ test: setup
 
 setup: system-deps $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-comma := ,
+
 
 # mosquitto is the broker the tests (and the embedded default) run; python3-venv makes the virtualenv.
 system-deps:
