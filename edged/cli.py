@@ -216,8 +216,25 @@ def cmd_replay(args) -> int:
 
     recording = read_recording(path, fs=args.fs or None)
     print(hypnogram_summary(epochs))
+    if epochs:
+        from edged.sinks.night import summarize_epochs, summary_text
+
+        print(summary_text(summarize_epochs(epochs)))
     if recording.hypnogram is not None:
         print(agreement(epochs, recording.hypnogram))
+    for report_path in args.report:
+        if not epochs:
+            return _fail(f"{report_path}: no epoch was scored, so there is no night to report", 1)
+        from edged.sinks.report import night_report
+        from edged.sinks.report_render import write_report
+
+        report = night_report(epochs, title=f"{path.name}: night report", hypnogram=recording.hypnogram,
+                              start=recording.start_time)
+        try:
+            write_report(report, report_path)
+        except (OSError, ValueError) as exc:
+            return _fail(f"--report {report_path}: {exc}", 1)
+        print(f"wrote {report_path}")
     if args.json:
         import json
 
@@ -265,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", action="append", default=[], metavar="SIGNAL=CHANNEL",
                    help="feed a model signal from a named channel, e.g. ibi=rr")
     p.add_argument("--json", help="also write every scored epoch to this JSON file")
+    p.add_argument("--report", action="append", default=[], metavar="FILE",
+                   help="write the night report: FILE.html (summary, hypnograms, probabilities, agreement), "
+                   "FILE.png (hypnogram picture) or FILE.json (summary); repeatable")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=cmd_replay)
     return parser
