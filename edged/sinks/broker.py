@@ -195,6 +195,10 @@ class EmbeddedBroker:
             "log_type notice",
             "log_type information",  # carries the "running" line that says the listener is open
             "connection_messages true",
+            # mosquitto drops QoS 1 messages for a subscriber with more than 1000 queued (its default): a
+            # dashboard or recorder that falls behind during a fast replay or a catch-up after an outage
+            # would silently miss stages. Queue as many as edged's own outbox holds instead.
+            "max_queued_messages 100000",
         ]
         if self.persistence:
             lines += [
