@@ -9,12 +9,12 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 comma  := ,
 EXTRAS ?= test,train
 
-.PHONY: demo test setup system-deps clean
+.PHONY: demo test setup system-deps test-deps clean
 
 demo: setup
 	$(VENV)/bin/edged run --config edged/data/demo.toml
 
-test: setup
+test: setup test-deps
 	$(PY) -m pytest
 
 setup: system-deps $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
@@ -37,5 +37,17 @@ $(VENV)/.installed-%: pyproject.toml
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	rm -f $(VENV)/.installed-* && touch $@
 
+# chromium: the headless browser tests/test_dashboard.py drives; Node-RED (from npm, into .cache/) runs the
+# example flow in tests/test_examples.py. Only the tests need them, not the daemon.
+NODE_RED := .cache/node-red/node_modules/.bin/node-red
+test-deps: $(NODE_RED)
+	@command -v chromium >/dev/null || { echo "installing chromium"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+$(NODE_RED):
+	@command -v npm >/dev/null || { echo "installing nodejs and npm"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	npm install --silent --no-audit --no-fund --prefix .cache/node-red node-red@4
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info .cache
