@@ -14,6 +14,7 @@ Topic layout (``base`` defaults to ``edged``, ``node`` to the host name)::
     {base}/{node}/{device}/stage          QoS 1, not retained, one JSON message per scored epoch
     {base}/{node}/{device}/state          QoS 1, retained, the latest stage message
     {base}/{node}/{device}/counters       retained JSON: device counters with a timestamp
+    {base}/{node}/{device}/summary        QoS 1, retained JSON: the last night summary (edged.sinks.night)
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ def counters_topic(base: str, node: str, device: str) -> str:
     return f"{base}/{node}/{device}/counters"
 
 
+def summary_topic(base: str, node: str, device: str) -> str:
+    return f"{base}/{node}/{device}/summary"
+
+
 # -------------------------------------------------------------------------------------------- payloads
 
 
@@ -159,6 +164,21 @@ def counters_payload(node: str, device: str, counters: Mapping[str, Any], *, ts:
         "ts": round(ts, 3),
         "counters": dict(counters),
     }
+
+
+def summary_payload(node: str, summary: Mapping[str, Any], *, ts: float | None = None) -> dict[str, Any]:
+    """The retained night-summary message: the summary's fields (see :mod:`edged.sinks.night`) with the
+    contract version, the node and when it was made; a synthetic model's summary carries the warning."""
+    if ts is None:
+        ts = time.time()
+    payload = {"v": CONTRACT_VERSION, "node": node, **summary, "time": iso_utc(ts), "ts": round(ts, 3)}
+    for key in ("start", "end"):
+        if isinstance(payload.get(key), (int, float)):
+            payload[f"{key}_ts"] = round(float(payload[key]), 3)
+            payload[key] = iso_utc(float(payload[key]))
+    if summary.get("synthetic"):
+        payload["warning"] = SYNTHETIC_WARNING
+    return payload
 
 
 def encode(payload: Mapping[str, Any]) -> bytes:

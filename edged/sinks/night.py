@@ -114,18 +114,20 @@ def summarize(
 
 
 def epochs_to_night(epochs: Sequence[ScoredEpoch]) -> tuple[list[str | None], list[bool]]:
-    """Place scored epochs on their epoch grid (by index), from the first to the last one scored: epochs
-    never scored in between (a gap) become None. Returns (stages, low_quality flags)."""
+    """Place scored epochs on one epoch grid by their start time, from the first to the last one scored:
+    slots never scored in between (a gap) become None. Epochs of several sessions (the stream restarted
+    after a disconnect) share the grid; a slot scored twice keeps the later epoch. Returns (stages, low-quality
+    flags)."""
     if not epochs:
         return [], []
-    by_index = {e.index: e for e in epochs}
-    first, last = min(by_index), max(by_index)
-    stages: list[str | None] = []
-    low: list[bool] = []
-    for i in range(first, last + 1):
-        e = by_index.get(i)
-        stages.append(None if e is None else e.stage)
-        low.append(e is not None and not e.quality_ok)
+    epoch_seconds = epochs[0].end - epochs[0].start
+    t0 = min(e.start for e in epochs)
+    slots: dict[int, ScoredEpoch] = {}
+    for e in epochs:
+        slots[int(round((e.start - t0) / epoch_seconds))] = e
+    n = max(slots) + 1
+    stages = [slots[i].stage if i in slots else None for i in range(n)]
+    low = [i in slots and not slots[i].quality_ok for i in range(n)]
     return stages, low
 
 
@@ -133,7 +135,7 @@ def summarize_epochs(epochs: Sequence[ScoredEpoch], *, min_awakening_epochs: int
     """The night summary of one device's scored epochs (one session), with what identifies it."""
     if not epochs:
         raise ValueError("no scored epochs to summarise")
-    first, last = min(epochs, key=lambda e: e.index), max(epochs, key=lambda e: e.index)
+    first, last = min(epochs, key=lambda e: e.start), max(epochs, key=lambda e: e.end)
     stages, low = epochs_to_night(epochs)
     summary = summarize(stages, first.end - first.start, list(first.probabilities), low_quality=low,
                         min_awakening_epochs=min_awakening_epochs)

@@ -82,9 +82,10 @@ def night_report(epochs: list[ScoredEpoch], *, title: str, hypnogram: Hypnogram 
     """Everything a report file shows for one device's night, on the predicted epochs' grid."""
     summary = summarize_epochs(epochs)
     stages, _ = epochs_to_night(epochs)
+    t0 = min(e.start for e in epochs)
+    slots = {int(round((e.start - t0) / summary["epoch_seconds"])): e for e in epochs}
+    grid = [slots.get(i) for i in range(len(stages))]
     first = min(e.index for e in epochs)
-    by_index = {e.index: e for e in epochs}
-    grid = [by_index.get(first + i) for i in range(len(stages))]
     classes = list(epochs[0].probabilities)
     tracks = [Track(f"predicted ({summary['model']})", stages, classes)]
     notes = []

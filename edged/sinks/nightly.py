@@ -1,0 +1,174 @@
+"""The morning report: each device's night summarised at a set local time, or on demand (SIGUSR1).
+
+For every device that was scored since the last report, the reporter computes the night summary
+(:mod:`edged.sinks.night`), saves it as ``{dir}/{device}/{date}.json`` with a hypnogram PNG beside it, and
+publishes it retained on ``{base}/{node}/{device}/summary``. The night is everything scored since that
+device's previous report (at most ``MAX_NIGHT_HOURS``: older epochs are dropped as they age), so a report
+at 09:00 covers the evening before. Files older than ``keep_days`` are deleted when a report is written:
+disk use stays bounded on a box that runs for months.
+
+The summary is computed and drawn in a worker thread: the asyncio loop, which carries the live stages,
+never waits for matplotlib.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edged.scoring.epoch import ScoredEpoch
+from edged.sinks.night import summarize_epochs
+from edged.sinks.report import night_report
+from edged.sinks.report_render import render_png
+
+log = logging.getLogger(__name__)
+
+MAX_NIGHT_HOURS = 36.0  # epochs older than this (stream time) are not part of any report
+
+
+def parse_clock(text: str) -> dt.time:
+    """``"HH:MM"`` (24-hour, local time) -> :class:`datetime.time`; ValueError otherwise."""
+    try:
+        hours, minutes = text.split(":")
+        return dt.time(int(hours), int(minutes))
+    except (ValueError, TypeError):
+        raise ValueError(f"{text!r} is not a time of day as HH:MM (24-hour)") from None
+
+
+def next_occurrence(at: dt.time, now: dt.datetime) -> dt.datetime:
+    """The next local datetime at time of day ``at`` strictly after ``now`` (naive local datetimes)."""
+    candidate = now.replace(hour=at.hour, minute=at.minute, second=0, microsecond=0)
+    return candidate if candidate > now else candidate + dt.timedelta(days=1)
+
+
+class NightReporter:
+    """A sink that remembers each device's recent epochs and reports the night on schedule or request."""
+
+    def __init__(self, out_dir: Path, *, at: dt.time, publish: Callable[[str, dict[str, Any]], None] | None = None,
+                 min_awakening_seconds: float = 0.0, png: bool = True, keep_days: int = 90):
+        self.out_dir = Path(out_dir)
+        self.at = at
+        self.publish = publish
+        self.min_awakening_seconds = min_awakening_seconds
+        self.png = png
+        self.keep_days = keep_days
+        self._epochs: dict[str, list[ScoredEpoch]] = {}
+        self._lock = threading.Lock()  # publish_stage comes from the loop, reports run in a worker thread
+        self._requested = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.reports_written = 0
+        self.report_failures = 0
+
+    @classmethod
+    def from_config(cls, config, publish=None) -> "NightReporter":
+        options = config.report
+        out_dir = config.relative(options["dir"]) if options["dir"] else config.state_dir / "reports"
+        return cls(out_dir, at=parse_clock(options["at"]), publish=publish,
+                   min_awakening_seconds=options["min_awakening_seconds"], png=options["png"],
+                   keep_days=options["keep_days"])
+
+    # --- the Sink protocol ---------------------------------------------------------------------------
+
+    def publish_stage(self, epoch: ScoredEpoch) -> None:
+        with self._lock:
+            night = self._epochs.setdefault(epoch.device, [])
+            night.append(epoch)
+            horizon = epoch.end - MAX_NIGHT_HOURS * 3600.0
+            if night[0].start < horizon:
+                self._epochs[epoch.device] = [e for e in night if e.start >= horizon]
+
+    def set_availability(self, device: str, online: bool) -> None:
+        pass
+
+    def publish_counters(self, device: str, counters: dict[str, int | float]) -> None:
+        pass
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows, not off the main thread
+            self._loop.add_signal_handler(signal.SIGUSR1, self.request)
+        self._task = asyncio.create_task(self._schedule(), name="night-reports")
+        log.info("night reports at %s local time (and on SIGUSR1) into %s", self.at.strftime("%H:%M"), self.out_dir)
+
+    def request(self) -> None:
+        """Report every device's night now (the SIGUSR1 handler; call on the loop)."""
+        self._requested.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._task is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+
+    async def wait_closed(self) -> None:
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # --- scheduling ------------------------------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        while True:
+            due = next_occurrence(self.at, dt.datetime.now())
+            # Sleep in short steps against the wall clock: a suspended box or an NTP step must not push the
+            # report hours late (a monotonic sleep would).
+            while dt.datetime.now() < due and not self._requested.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(30.0, max(0.05, (due - dt.datetime.now()).total_seconds()))):
+                        await self._requested.wait()
+            self._requested.clear()
+            await asyncio.to_thread(self.report_all)
+
+    def report_all(self, now: float | None = None) -> list[Path]:
+        """Summarise, save and publish each device's night since its last report; return the JSON paths."""
+        now = time.time() if now is None else now
+        with self._lock:
+            nights, self._epochs = self._epochs, {}
+        written = []
+        for device, epochs in sorted(nights.items()):
+            if not epochs:
+                continue
+            try:
+                written.append(self._report(device, epochs, now))
+                self.reports_written += 1
+            except Exception:  # one device's failing report (a full disk) must not stop the others or the loop
+                self.report_failures += 1
+                log.exception("night report for %s failed", device)
+        self._prune(now)
+        return written
+
+    def _report(self, device: str, epochs: list[ScoredEpoch], now: float) -> Path:
+        epoch_seconds = epochs[0].end - epochs[0].start
+        min_epochs = max(1, math.ceil(self.min_awakening_seconds / epoch_seconds))
+        summary = summarize_epochs(epochs, min_awakening_epochs=min_epochs)
+        date = dt.datetime.fromtimestamp(now).strftime("%Y-%m-%d")
+        folder = self.out_dir / device
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = folder / date
+        if stem.with_suffix(".json").exists():  # a second report the same day (on demand): keep both
+            stem = folder / f"{date}_{dt.datetime.fromtimestamp(now).strftime('%H%M%S')}"
+        json_path = stem.with_suffix(".json")
+        json_path.write_text(json.dumps(summary, indent=1) + "\n")
+        if self.png:
+            render_png(night_report(epochs, title=f"{device}: night of {date}"), stem.with_suffix(".png"))
+        if self.publish is not None:
+            self.publish(device, summary)
+        log.info("night report for %s: %s (%d epochs, TST %.0f min, SE %s %%)", device, json_path, summary["epochs"],
+                 summary["tst_minutes"], summary["sleep_efficiency_percent"])
+        return json_path
+
+    def _prune(self, now: float) -> None:
+        cutoff = now - self.keep_days * 86400.0
+        for path in self.out_dir.glob("*/*"):
+            with contextlib.suppress(OSError):
+                if path.suffix in (".json", ".png") and path.stat().st_mtime < cutoff:
+                    path.unlink()
