@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -43,18 +44,72 @@ def _install_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
 def mqtt_settings(config, host: str, port: int):
     from edged.sinks.mqtt import MqttSettings
 
+    mqtt = config.mqtt
     password = None
-    if config.mqtt["password_file"]:
+    if mqtt["password_file"]:
+        path = _secret_path(config, "password_file")
         try:
-            password = config.relative(config.mqtt["password_file"]).read_text().strip()
-        except OSError as exc:
-            raise EdgedError(f"mqtt.password_file: cannot read {config.mqtt['password_file']}: {exc.strerror}") from None
+            password = path.read_text().strip()
+        except OSError as exc:  # the path may be shown; the content never is
+            raise EdgedError(f"mqtt.password_file: cannot read {path}: {exc.strerror}") from None
+    files = {key: str(_secret_path(config, key)) if mqtt[key] else None for key in ("ca_file", "cert_file", "key_file")}
     node = config.node_id
     return MqttSettings(
-        host=host, port=port, base_topic=config.mqtt["base_topic"], node_id=node,
-        client_id=config.mqtt["client_id"], username=config.mqtt["username"] or None,
-        password=password, keepalive=config.mqtt["keepalive"], max_outbox=config.mqtt["max_outbox"],
+        host=host, port=port, base_topic=mqtt["base_topic"], node_id=node,
+        client_id=mqtt["client_id"], username=mqtt["username"] or None,
+        password=password, keepalive=mqtt["keepalive"], max_outbox=mqtt["max_outbox"],
+        tls=mqtt["tls"], tls_ca_certs=files["ca_file"], tls_certfile=files["cert_file"],
+        tls_keyfile=files["key_file"], tls_insecure=mqtt["tls_insecure"],
     )
+
+
+_CREDENTIALS = "$CREDENTIALS_DIRECTORY/"
+
+
+def _secret_path(config, key: str) -> Path:
+    """The file an [mqtt] option names; a leading ``$CREDENTIALS_DIRECTORY/`` is a systemd credential
+    (``LoadCredential=`` in the unit), the only variable expanded."""
+    value = config.mqtt[key]
+    if not value.startswith(_CREDENTIALS):
+        return config.relative(value)
+    directory = os.environ.get("CREDENTIALS_DIRECTORY", "")
+    if not directory:
+        raise EdgedError(f"mqtt.{key}: {value} is a systemd credential, but $CREDENTIALS_DIRECTORY is not set: "
+                         "run edged from its unit (LoadCredential=), or give the file's path")
+    return Path(directory) / value[len(_CREDENTIALS):]
+
+
+def open_journal(config):
+    """The stage-message journal in the state directory, or None when ``[journal] enabled = false``. An
+    unusable directory is not fatal: the journal logs one error and works from memory."""
+    from edged.sinks.journal import Journal, JournalPolicy
+
+    options = config.journal
+    if not options["enabled"]:
+        return None
+    policy = JournalPolicy(retention_hours=options["retention_hours"], max_bytes=int(options["max_mb"] * 1e6),
+                           synchronous=options["synchronous"], memory_fallback=config.mqtt["max_outbox"])
+    return Journal.open(config.state_dir, policy)
+
+
+def user_facing_sinks(config, prepared, settings) -> list:
+    """Home Assistant discovery and the live dashboard, when enabled, told about each device's model."""
+    sinks: list = []  # the dashboard first: it is the one that can fail to start (its port in use)
+    if config.dashboard["enabled"]:
+        from edged.sinks.dashboard import DashboardDevice, DashboardSink
+
+        options = config.dashboard
+        sinks.append(DashboardSink(
+            config.node_id, [DashboardDevice.from_manifest(d.name, m.manifest) for d, _, m in prepared],
+            host=options["host"], port=options["port"], history_epochs=options["history_epochs"],
+            max_clients=options["max_clients"]))
+    if config.homeassistant["enabled"]:
+        from edged.sinks.homeassistant import DiscoveredDevice, HomeAssistantDiscovery
+
+        sinks.append(HomeAssistantDiscovery(
+            settings, [DiscoveredDevice.from_manifest(d.name, m.manifest) for d, _, m in prepared],
+            prefix=config.homeassistant["discovery_prefix"], status_topic=config.homeassistant["status_topic"]))
+    return sinks
 
 
 async def _run(config, exit_when_done: bool) -> None:
@@ -75,15 +130,29 @@ async def _run(config, exit_when_done: bool) -> None:
         broker.start()
         host, port = broker.host, broker.port
         log.info("embedded mosquitto listening on %s:%d", host, port)
-    sink = MqttSink(mqtt_settings(config, host, port))
+    settings = mqtt_settings(config, host, port)
+    sink = MqttSink(settings, journal=open_journal(config))
+    extras = user_facing_sinks(config, prepared, settings)
+    if config.report["enabled"]:
+        from edged.sinks.nightly import NightReporter
+
+        extras.append(NightReporter.from_config(config, publish=sink.publish_summary))
     stop = asyncio.Event()
     _install_stop(asyncio.get_running_loop(), stop)
     try:
+        for extra in extras:  # first: a dashboard port already in use stops edged before it says online
+            started = extra.start()
+            if asyncio.iscoroutine(started):  # the dashboard binds its port on this loop
+                await started
         sink.start()
         log.info("edged %s: node %s, %d device(s), publishing to %s:%d under %s/%s", __version__,
                  config.node_id, len(prepared), host, port, mqtt["base_topic"], config.node_id)
-        await Daemon(config, [sink]).run(prepared, stop=stop, exit_when_done=exit_when_done)
+        await Daemon(config, [sink, *extras]).run(prepared, stop=stop, exit_when_done=exit_when_done)
     finally:
+        for extra in extras:
+            await asyncio.to_thread(extra.close)
+            if hasattr(extra, "wait_closed"):
+                await extra.wait_closed()
         await asyncio.to_thread(sink.close)
         if broker is not None:
             broker.stop()
@@ -202,6 +271,10 @@ def cmd_replay(args) -> int:
             f'path = "{path}"\nspeed = {float(args.speed)}\nchunk_seconds = {float(args.chunk_seconds)}\n'
             f'fs = {float(args.fs)}\n'
             + ("channels = {" + ", ".join(f'{k} = "{v}"' for k, v in channels.items()) + "}\n" if channels else ""))
+    if args.record:  # [recording] goes before [[devices]]: a table after it would belong to the device
+        # One file per replay: a replayed night runs on a virtual clock, so "a new day" means nothing.
+        toml = (f'[recording]\ndir = "{Path(args.record).resolve()}"\ndaily_at_hour = -1\n\n'
+                + toml + "record = true\n")
     try:
         config = parse_config(toml, "<replay arguments>")
     except ConfigError as exc:
@@ -282,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", action="append", default=[], metavar="SIGNAL=CHANNEL",
                    help="feed a model signal from a named channel, e.g. ibi=rr")
     p.add_argument("--json", help="also write every scored epoch to this JSON file")
+    p.add_argument("--record", metavar="DIR", help="also write what the pipeline receives as EDF+ under "
+                   "DIR/replay/ (as [recording] does for a device), e.g. to convert a recording")
     p.add_argument("--report", action="append", default=[], metavar="FILE",
                    help="write the night report: FILE.html (summary, hypnograms, probabilities, agreement), "
                    "FILE.png (hypnogram picture) or FILE.json (summary); repeatable")

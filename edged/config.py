@@ -22,6 +22,22 @@ NODE_OPTIONS = (
     Option("id", str, "", "Node id in every MQTT topic; unique per edged instance on a broker. "
            "Empty: the host name."),
     Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
+    Option("state_dir", str, "", "Directory for edged's state (the journal of stage messages). Empty: "
+           "$STATE_DIRECTORY under systemd (the unit's StateDirectory=), else $XDG_STATE_HOME/edged, else "
+           "~/.local/state/edged. Relative paths are relative to this file. One edged per directory."),
+)
+
+JOURNAL_OPTIONS = (
+    Option("enabled", bool, True, "Write every stage message to a journal (SQLite, in `node.state_dir`) before "
+           "publishing it, so what the broker has not acknowledged survives a broker outage and a restart "
+           "and is re-sent in order. false: memory only (`mqtt.max_outbox`), lost when edged stops."),
+    Option("retention_hours", float, 24.0, "Acknowledged stage messages are kept this long (a local record of "
+           "recent nights), then pruned; 0 deletes them as soon as the broker acknowledges them.", minimum=0.0),
+    Option("max_mb", float, 256.0, "Size cap of the journal in MB. Over it, acknowledged messages go first, then "
+           "the OLDEST unacknowledged ones (counted as journal_discarded and logged).", minimum=1.0),
+    Option("synchronous", str, "normal", "normal: a crash or kill of edged loses nothing; a power cut may lose "
+           "the last few messages. full: fsync on every message (slower on SD cards).",
+           choices=("normal", "full")),
 )
 
 MQTT_OPTIONS = (
@@ -30,8 +46,17 @@ MQTT_OPTIONS = (
     Option("base_topic", str, "edged", "First level of every topic (see docs/mqtt.md)."),
     Option("client_id", str, "", "MQTT client id. Empty: edged-<node id>."),
     Option("username", str, "", "User name, if the broker requires one."),
-    Option("password_file", str, "", "File holding the password (e.g. a systemd credential); never put "
-           "the password itself in this file or on the command line."),
+    Option("password_file", str, "", "File holding the password; never put the password itself in this file "
+           "or on the command line. A leading $CREDENTIALS_DIRECTORY/ names a systemd credential "
+           "(LoadCredential= in the unit), e.g. \"$CREDENTIALS_DIRECTORY/mqtt-password\"."),
+    Option("tls", bool, False, "Connect with TLS (the broker's certificate is always verified, against "
+           "`ca_file` or the system's CAs)."),
+    Option("ca_file", str, "", "PEM file of the CA(s) that signed the broker's certificate. Empty: the system's CAs."),
+    Option("cert_file", str, "", "Client certificate (PEM), for brokers that require one (require_certificate)."),
+    Option("key_file", str, "", "Private key of `cert_file` (PEM); like `password_file`, may be "
+           "$CREDENTIALS_DIRECTORY/<name>."),
+    Option("tls_insecure", bool, False, "Accept a broker certificate whose name does not match `host` "
+           "(the chain is still verified). For test brokers only."),
     Option("keepalive", int, 30, "Keep-alive in seconds; the broker declares edged offline after 1.5x this.",
            minimum=5),
     Option("embedded", str, "auto", "auto: start an embedded broker when `host` is empty or unreachable; "
@@ -39,7 +64,8 @@ MQTT_OPTIONS = (
            choices=("auto", "never", "always")),
     Option("embedded_port", int, 0, "Port of the embedded broker; 0 picks a free one.", minimum=0),
     Option("max_outbox", int, 100_000, "Stage messages kept in memory until the broker acknowledges them "
-           "(about 600 bytes each); when full the oldest is dropped and counted.", minimum=1),
+           "when there is no journal (disabled, or its state directory unusable); about 600 bytes each; when "
+           "full the oldest is dropped and counted.", minimum=1),
 )
 
 DEVICE_OPTIONS = (
@@ -56,13 +82,68 @@ DEVICE_OPTIONS = (
            choices=("auto", "ecg", "ppg")),
     Option("queue_size", int, 1024, "Events buffered between the device and its pipeline; overflow drops "
            "the oldest and counts it.", minimum=1),
+    Option("record", bool, False, "Write the device's raw samples, beats, gaps and connection events to EDF+ "
+           "files under [recording] dir, for re-scoring with `edged replay FILE`."),
+)
+
+RECORDING_OPTIONS = (
+    Option("dir", str, "", "Where raw recordings go (one folder per device). Empty: <node.state_dir>/recordings."),
+    Option("max_file_mb", float, 512.0, "A file that reaches this size is closed and the session goes on in a "
+           "new one.", minimum=1.0),
+    Option("max_file_hours", float, 24.0, "A file that covers this long is closed and the session goes on in a "
+           "new one.", minimum=0.1),
+    Option("daily_at_hour", int, 12, "Files are per day: a session goes on in a new file when the local clock "
+           "passes this hour (0-23; noon keeps a night in one file); -1: no daily files.", minimum=-1),
+    Option("max_total_mb", float, 4096.0, "Cap of all recordings under `dir`: while they exceed it the oldest "
+           "files are deleted (logged, counted; checked as files open and close and every 64 data records, "
+           "a file being written is kept); 0: no cap.", minimum=0.0),
+    Option("fsync_seconds", float, 10.0, "Written data is synced to the disk this often (a crash of edged loses "
+           "nothing written; a power cut at most this much).", minimum=0.1),
 )
 
 MODELS_OPTIONS = (
     Option("dirs", list, [], "Extra directories searched for model manifests (*.json), before the shipped ones."),
 )
 
-SECTIONS: dict[str, tuple[Option, ...]] = {"node": NODE_OPTIONS, "mqtt": MQTT_OPTIONS, "models": MODELS_OPTIONS}
+HOMEASSISTANT_OPTIONS = (
+    Option("enabled", bool, False, "Publish Home Assistant MQTT discovery configs, so each device appears in "
+           "Home Assistant with its entities (see docs/homeassistant.md)."),
+    Option("discovery_prefix", str, "homeassistant", "Home Assistant's discovery prefix (its MQTT "
+           "integration option of the same name)."),
+    Option("status_topic", str, "homeassistant/status", "Where Home Assistant announces itself (its birth "
+           "message); the configs are published again whenever `online` arrives there."),
+)
+
+DASHBOARD_OPTIONS = (
+    Option("enabled", bool, False, "Serve the live dashboard (one page: hypnogram, stage probabilities, "
+           "signal quality, heart rate and connection per device)."),
+    Option("host", str, "127.0.0.1", "Address to listen on. The page has no login: keep it on loopback, or "
+           "put it behind a reverse proxy with authentication."),
+    Option("port", int, 8765, "TCP port; 0 picks a free one (logged).", minimum=0),
+    Option("history_epochs", int, 1440, "Epochs kept in memory per device for browsers that connect or "
+           "reconnect later (1440 = 12 h of 30-s epochs).", minimum=1),
+    Option("max_clients", int, 16, "Browsers served at once; more are refused with 503.", minimum=1),
+)
+
+REPORT_OPTIONS = (
+    Option("enabled", bool, True, "Summarise each device's night (total sleep, efficiency, latency, WASO, "
+           "awakenings, minutes per stage) every morning and on SIGUSR1: saved as JSON + hypnogram PNG and "
+           "published retained on {base}/{node}/{device}/summary."),
+    Option("at", str, "09:00", "Local time of day (HH:MM, 24-hour) of the morning report; it covers what was "
+           "scored since the device's previous report."),
+    Option("dir", str, "", "Where reports go ({dir}/{device}/{date}.json and .png). Empty: "
+           "`reports` in the state directory. Relative paths are relative to this file."),
+    Option("png", bool, True, "Also draw the hypnogram and stage probabilities as a PNG."),
+    Option("min_awakening_seconds", float, 0.0, "Shortest wake bout, within the sleep period, that counts as an "
+           "awakening (0: every wake epoch after sleep onset starts one).", minimum=0.0),
+    Option("keep_days", int, 90, "Report files older than this are deleted when a new report is written.",
+           minimum=1),
+)
+
+SECTIONS: dict[str, tuple[Option, ...]] = {"node": NODE_OPTIONS, "mqtt": MQTT_OPTIONS, "models": MODELS_OPTIONS,
+                                           "homeassistant": HOMEASSISTANT_OPTIONS, "dashboard": DASHBOARD_OPTIONS,
+                                           "journal": JOURNAL_OPTIONS, "recording": RECORDING_OPTIONS,
+                                           "report": REPORT_OPTIONS}
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -77,6 +158,7 @@ class DeviceConfig:
     beat_detector: str
     queue_size: int
     options: dict[str, Any]  # the backend's own typed options
+    record: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,10 +168,22 @@ class Config:
     mqtt: dict[str, Any]
     models: dict[str, Any]
     devices: tuple[DeviceConfig, ...] = field(default_factory=tuple)
+    homeassistant: dict[str, Any] = field(default_factory=lambda: {o.name: o.default for o in HOMEASSISTANT_OPTIONS})
+    dashboard: dict[str, Any] = field(default_factory=lambda: {o.name: o.default for o in DASHBOARD_OPTIONS})
+    journal: dict[str, Any] = field(default_factory=lambda: {o.name: o.default for o in JOURNAL_OPTIONS})
+    recording: dict[str, Any] = field(default_factory=lambda: {o.name: o.default for o in RECORDING_OPTIONS})
+    report: dict[str, Any] = field(default_factory=lambda: {o.name: o.default for o in REPORT_OPTIONS})
 
     @property
     def node_id(self) -> str:
         return self.node["id"] or re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "edged"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the journal lives (``[node] state_dir``, else the default described there)."""
+        from edged.sinks.journal import default_state_dir
+
+        return self.relative(self.node["state_dir"]) if self.node["state_dir"] else default_state_dir()
 
     def relative(self, value: str) -> Path:
         """A path from the config, resolved against the config file's folder."""
@@ -249,10 +343,31 @@ def parse_config(text: str, source: str = "<config>", path: Path | None = None) 
     node_id = sections["node"]["id"]
     if node_id and not NAME_RE.match(node_id):
         check.error(("node", "id"), f"{node_id!r} may only use letters, digits, '-' and '_' (it goes in topics)")
+    for key in ("discovery_prefix", "status_topic"):
+        topic = sections["homeassistant"][key]
+        if not topic or topic.startswith("/") or topic.endswith("/") or any(c in topic for c in "+#\0"):
+            check.error(("homeassistant", key), f"{topic!r} must be a topic without wildcards, not starting "
+                        "or ending with '/'")
+    if sections["recording"]["daily_at_hour"] > 23:
+        check.error(("recording", "daily_at_hour"), f"must be an hour 0-23 or -1, got {sections['recording']['daily_at_hour']}")
+    at = sections["report"]["at"]
+    if not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", at):
+        check.error(("report", "at"), f"{at!r} is not a time of day as HH:MM (24-hour)")
+    mqtt = sections["mqtt"]
+    if not mqtt["tls"]:
+        for key in ("ca_file", "cert_file", "key_file", "tls_insecure"):
+            if mqtt[key]:
+                check.error(("mqtt", key), "is set but TLS is off: add tls = true")
+    if mqtt["key_file"] and not mqtt["cert_file"]:
+        check.error(("mqtt", "key_file"), "a client key needs its certificate: set cert_file too")
+    if mqtt["password_file"] and not mqtt["username"]:
+        check.error(("mqtt", "password_file"), "a password needs a user name: set username too")
     if check.problems:
         raise ConfigError(check.problems)
     return Config(path=path, node=sections["node"], mqtt=sections["mqtt"], models=sections["models"],
-                  devices=tuple(devices))
+                  devices=tuple(devices), homeassistant=sections["homeassistant"],
+                  dashboard=sections["dashboard"], journal=sections["journal"], recording=sections["recording"],
+                  report=sections["report"])
 
 
 def load_config(path: str | Path) -> Config:

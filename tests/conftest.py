@@ -17,6 +17,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edged.scoring.epoch import ScoredEpoch
 from edged.sinks.broker import EmbeddedBroker, find_mosquitto
 
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and every `edged run` it starts, through the environment) gets its own default state
+    directory, so no journal is shared between tests, nor with the user's own edged."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+
+
 @pytest.fixture
 def broker() -> Iterator[EmbeddedBroker]:
     """A fresh mosquitto on a free loopback port (starts in ~50 ms), with persistence so that a test can

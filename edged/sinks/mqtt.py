@@ -3,10 +3,12 @@
 Design, and why:
 
 * **edged owns the queue, not paho.** paho keeps unacknowledged messages in memory only, drops the NEWEST
-  when its queue is full and offers no way to inspect it. The sink therefore keeps every stage message in an
-  :class:`Outbox` until the broker acknowledges it (PUBACK), drops the OLDEST when full (and counts it), and
-  hands paho only a small window of messages at a time. On every new connection paho's own copies are
-  discarded and the window is rebuilt from the outbox, so ordering is decided in one place. A message that
+  when its queue is full and offers no way to inspect it. The sink therefore writes every stage message to
+  its :class:`~edged.sinks.journal.Journal` (SQLite in the state directory, or memory) BEFORE sending it,
+  keeps it there until the broker acknowledges it (PUBACK), and hands paho only a small window of messages
+  at a time. A restarted edged re-sends what the journal still holds, first and in order. On every new
+  connection paho's own copies are discarded and the window is rebuilt from the journal, so ordering is
+  decided in one place. A message that
   was in flight when a connection dropped is sent again; duplicates are harmless because every stage
   message carries a stable ``id``.
 * **The caller never touches the network.** ``publish_stage`` only appends to the outbox and wakes a small
@@ -27,6 +29,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -42,6 +45,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edged.errors import SinkError
 from edged.scoring.epoch import ScoredEpoch
 from edged.sinks import contract
+from edged.sinks.journal import Journal, Outbox, OutboxEntry  # noqa: F401  (Outbox: the memory queue, re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,8 @@ class MqttSettings:
     password: str | None = field(default=None, repr=False)  # never in logs or reprs
     keepalive: int = 30  # seconds; the broker publishes the last will after ~1.5 x keepalive of silence
     protocol: Literal["3.1.1", "5"] = "3.1.1"
-    # TLS: fields for the configuration layer; wired to paho's tls_set() but not yet covered by tests.
+    # TLS ([mqtt] tls, ca_file, cert_file, key_file, tls_insecure); tested against a real mosquitto with
+    # its own CA in tests/test_mqtt_tls.py. The broker's certificate is always verified.
     tls: bool = False
     tls_ca_certs: str | None = None
     tls_certfile: str | None = None
@@ -105,65 +110,6 @@ class MqttSettings:
         return self.client_id or f"edged-{self.node_id}-{os.getpid()}"
 
 
-# --------------------------------------------------------------------------------------------- outbox
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    seq: int  # strictly increasing; the order messages are sent in
-    topic: str
-    payload: bytes
-
-
-class Outbox:
-    """Stage messages not yet acknowledged by the broker, oldest first, at most ``maxlen`` of them.
-
-    Deliberately tiny, because a durable SQLite journal replaces it later with the same four operations
-    (``put`` = INSERT, ``peek`` = SELECT ... WHERE seq > ? ORDER BY seq LIMIT ?, ``ack`` = DELETE).
-    What is in flight belongs to a connection, not to the queue, so the sink tracks it and simply peeks
-    from the start again after a reconnect. Not thread-safe: the sink calls it under its lock.
-    """
-
-    def __init__(self, maxlen: int) -> None:
-        if maxlen < 1:
-            raise ValueError("an outbox must hold at least one message")
-        self.maxlen = maxlen
-        self.dropped = 0
-        self._entries: OrderedDict[int, OutboxEntry] = OrderedDict()
-        self._next_seq = 1
-
-    def put(self, topic: str, payload: bytes) -> int:
-        """Append a message; when full, evict the OLDEST (the newest stage is the one a user looks at)."""
-        while len(self._entries) >= self.maxlen:
-            self._entries.popitem(last=False)
-            self.dropped += 1
-        seq = self._next_seq
-        self._next_seq += 1
-        self._entries[seq] = OutboxEntry(seq, topic, payload)
-        return seq
-
-    def peek(self, after: int, limit: int) -> list[OutboxEntry]:
-        """Up to ``limit`` oldest entries with ``seq > after``, in order, without removing them."""
-        out: list[OutboxEntry] = []
-        if limit <= 0:
-            return out
-        # Entries are in seq order and the sender's cursor sits near the head (at most one window in),
-        # so this walk is short.
-        for seq, entry in self._entries.items():
-            if seq > after:
-                out.append(entry)
-                if len(out) >= limit:
-                    break
-        return out
-
-    def ack(self, seq: int) -> bool:
-        """Forget an acknowledged message. False if it was unknown (already acked, or evicted meanwhile)."""
-        return self._entries.pop(seq, None) is not None
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 # ----------------------------------------------------------------------------------------------- sink
 
 
@@ -172,16 +118,20 @@ class _Device:
     online: bool | None = None
     state: bytes | None = None
     counters: bytes | None = None
+    summary: bytes | None = None
 
 
 class MqttSink:
     """Publishes to one broker. ``start()`` once, ``publish_*`` from any thread, ``close()`` once (idempotent).
 
-    ``publish_stage`` never blocks on the network: messages wait in the outbox while the broker is away
-    and go out in order when it is back.
+    ``publish_stage`` never blocks on the network: messages wait in the journal while the broker is away
+    and go out in order when it is back. ``journal``: a durable :class:`Journal` (the sink closes it);
+    without one, messages wait in memory (at most ``max_outbox``) and a restart loses what is unsent.
     """
 
-    def __init__(self, settings: MqttSettings | None = None) -> None:
+    HEARTBEAT_EVERY = 1.0  # seconds: the sender thread turns at least this often, so its liveness shows
+
+    def __init__(self, settings: MqttSettings | None = None, *, journal: Journal | None = None) -> None:
         self.settings = settings or MqttSettings()
         s = self.settings
         self.node = s.node_id
@@ -193,8 +143,9 @@ class MqttSink:
         self._send_lock = threading.Lock()
 
         # Everything below is guarded by _lock.
-        self._outbox = Outbox(s.max_outbox)
+        self._outbox = journal if journal is not None else Journal.memory(s.max_outbox)
         self._devices: dict[str, _Device] = {}
+        self._restore(self._outbox.retained())
         # Retained messages waiting for the sender, latest value per topic, in the order they were set.
         self._control: OrderedDict[str, bytes] = OrderedDict()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
@@ -217,6 +168,8 @@ class MqttSink:
         self._n_acked = 0
         self._n_rejected = 0
         self._n_reconnects = 0
+        self._sender_beat = time.monotonic()  # the sender thread's last turn (see health())
+        self._n_sender_restarts = 0
 
         self._client = self._make_client()
         self._sender = threading.Thread(target=self._sender_main, name=f"edged-mqtt-send-{self.node}", daemon=True)
@@ -287,11 +240,12 @@ class MqttSink:
     def counters(self) -> dict[str, int]:
         """published: stage messages accepted; sent: messages of any kind handed to paho, re-sends
         included; acked: stage messages the broker acknowledged; pending: stage messages in the outbox;
-        inflight: stage messages sent and not yet acknowledged on this connection; dropped: evicted from a
-        full outbox; rejected: refused by an MQTT 5 broker; reconnects: successful connections after the
-        first."""
+        inflight: stage messages sent and not yet acknowledged on this connection; dropped: lost from the
+        queue (evicted from a full memory outbox, or discarded by the journal's size cap); rejected: refused
+        by an MQTT 5 broker; reconnects: successful connections after the first; journal_*: see
+        :attr:`Journal.counters`."""
         with self._lock:
-            return {
+            return {**self._outbox.counters,
                 "published": self._n_published,
                 "sent": self._n_sent,
                 "acked": self._n_acked,
@@ -300,6 +254,7 @@ class MqttSink:
                 "dropped": self._outbox.dropped,
                 "rejected": self._n_rejected,
                 "reconnects": self._n_reconnects,
+                "sender_restarts": self._n_sender_restarts,
             }
 
     def publish_stage(self, epoch: ScoredEpoch) -> None:
@@ -315,7 +270,8 @@ class MqttSink:
         with self._lock:
             self._check_open()
             before = self._outbox.dropped
-            self._outbox.put(stage, data)
+            # Journaled (with the retained state it implies) before anything can reach the network.
+            self._outbox.put(stage, data, retain=((state, data),))
             self._n_published += 1
             total_dropped = self._outbox.dropped
             self._device(epoch.device).state = data
@@ -323,17 +279,23 @@ class MqttSink:
             self._wake.notify_all()
         if total_dropped != before and (total_dropped in (1, 10, 100) or total_dropped % 1000 == 0):
             # One line per drop would flood the log during a long outage: warn at 1, 10, 100, then every 1000.
-            log.warning("MQTT outbox full (%d messages): dropped the oldest, %d dropped so far",
-                        self.settings.max_outbox, total_dropped)
+            log.warning("MQTT queue full: dropped the oldest stage message, %d dropped so far", total_dropped)
 
     def set_availability(self, device: str, online: bool) -> None:
-        """Publish the device's retained availability (``online`` / ``offline``); re-sent on every reconnect."""
+        """Publish the device's retained availability (``online`` / ``offline``) when it changes; re-sent
+        on every reconnect. Setting the value it already has publishes nothing (several parts of the daemon
+        may say "offline" for one device as it stops: the broker hears it once)."""
         contract.check_segment(device, "device name")
+        topic = contract.availability_topic(self.base, self.node, device)
+        payload = (contract.ONLINE if online else contract.OFFLINE).encode()
         with self._lock:
             self._check_open()
-            self._device(device).online = online
-            self._set_control(contract.availability_topic(self.base, self.node, device),
-                              (contract.ONLINE if online else contract.OFFLINE).encode())
+            dev = self._device(device)
+            if dev.online is online:
+                return
+            dev.online = online
+            self._outbox.remember(topic, payload)
+            self._set_control(topic, payload)
             self._wake.notify_all()
 
     def publish_counters(self, device: str, counters: Mapping[str, Any]) -> None:
@@ -344,6 +306,16 @@ class MqttSink:
             self._check_open()
             self._device(device).counters = data
             self._set_control(contract.counters_topic(self.base, self.node, device), data)
+            self._wake.notify_all()
+
+    def publish_summary(self, device: str, summary: Mapping[str, Any]) -> None:
+        """Publish a device's night summary (:func:`edged.sinks.night.summarize_epochs`), retained."""
+        contract.check_segment(device, "device name")
+        data = contract.encode(contract.summary_payload(self.node, summary))
+        with self._lock:
+            self._check_open()
+            self._device(device).summary = data
+            self._set_control(contract.summary_topic(self.base, self.node, device), data)
             self._wake.notify_all()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -380,8 +352,10 @@ class MqttSink:
             while self._may_deliver() and len(self._outbox) and (left := deadline - time.monotonic()) > 0:
                 self._wake.wait(left)
             for name, dev in self._devices.items():
-                if dev.online is not None:
+                if dev.online:  # those already offline said so once; the broker keeps it retained
                     dev.online = False
+                    self._outbox.remember(contract.availability_topic(self.base, self.node, name),
+                                          contract.OFFLINE.encode())
                     self._set_control(contract.availability_topic(self.base, self.node, name),
                                       contract.OFFLINE.encode())
             # Last, so that a consumer seeing the node go offline has already seen its devices do so.
@@ -393,9 +367,12 @@ class MqttSink:
                 self._wake.wait(left)
             pending = len(self._outbox)
             said_offline = self._goodbye_acked
-        if pending:
-            log.warning("MQTT: closing with %d stage message(s) not acknowledged by the broker; they are lost",
-                        pending)
+        if pending and self._outbox.durable:
+            log.warning("MQTT: closing with %d stage message(s) not acknowledged by the broker; they stay in the "
+                        "journal and are sent after the next start", pending)
+        elif pending:
+            log.warning("MQTT: closing with %d stage message(s) not acknowledged by the broker; they are lost "
+                        "(no journal)", pending)
         if not said_offline:
             log.warning("MQTT: the offline status was not acknowledged before closing; if it never reached "
                         "the broker, the broker's last will marks this node offline instead")
@@ -433,10 +410,54 @@ class MqttSink:
         with self._lock:
             self._connected = False
             self._closed = True
+            self._outbox.close()
             self._wake.notify_all()
         log.info("MQTT sink closed (%s)", self.counters)
 
+    # ----------------------------------------------------------------------------------- supervision
+
+    def health(self, stall_seconds: float = 10.0) -> str | None:
+        """None while the sender thread is alive and turning; otherwise what is wrong (for the daemon's
+        supervisor, which then calls :meth:`restart_sender` and withholds systemd's watchdog)."""
+        with self._lock:
+            if not self._started or self._closing or self._closed:
+                return None
+            beat = self._sender_beat
+        if not self._sender.is_alive():
+            return "the MQTT sender thread has died"
+        if time.monotonic() - beat > stall_seconds:
+            return f"the MQTT sender thread has not turned for {time.monotonic() - beat:.0f} s"
+        return None
+
+    def restart_sender(self) -> bool:
+        """Start a new sender thread if the current one has died (a stalled one cannot be killed: the
+        daemon's watchdog then lets systemd restart the whole process). True if one was started."""
+        with self._lock:
+            if not self._started or self._closing or self._closed or self._sender.is_alive():
+                return False
+            self._n_sender_restarts += 1
+            self._sender_beat = time.monotonic()
+            self._sender = threading.Thread(target=self._sender_main, name=f"edged-mqtt-send-{self.node}",
+                                            daemon=True)
+        self._sender.start()
+        log.warning("MQTT: sender thread restarted")
+        return True
+
     # ------------------------------------------------------------------------------ helpers (under _lock)
+
+    def _restore(self, retained: dict[str, bytes]) -> None:
+        """Take over the retained state a previous run journaled: each device's latest ``state`` (so a
+        broker that lost it gets it back) and, as ``offline``, every device it knew (whatever was online
+        then is not any more; this run says ``online`` again when the device delivers)."""
+        prefix = f"{self.base}/{self.node}/"
+        for topic, payload in retained.items():
+            if not topic.startswith(prefix) or topic.count("/") != prefix.count("/") + 1:
+                continue
+            device, _, kind = topic[len(prefix):].partition("/")
+            if kind == "state":
+                self._device(device).state = payload
+            elif kind == "availability":
+                self._device(device).online = False
 
     def _may_deliver(self) -> bool:
         # Connected, or connecting without a failure yet (e.g. close() right after start()).
@@ -473,6 +494,8 @@ class MqttSink:
                 self._control[contract.state_topic(self.base, self.node, name)] = dev.state
             if dev.counters is not None:
                 self._control[contract.counters_topic(self.base, self.node, name)] = dev.counters
+            if dev.summary is not None:
+                self._control[contract.summary_topic(self.base, self.node, name)] = dev.summary
         if self._saying_goodbye:
             self._control[self._status_topic] = _OFFLINE
 
@@ -500,8 +523,11 @@ class MqttSink:
         try:
             while True:
                 with self._lock:
+                    self._sender_beat = time.monotonic()
                     while not self._stop_sender and not self._has_work():
-                        self._wake.wait()
+                        # A timed wait, so that an idle sender still shows it is alive (see health()).
+                        self._wake.wait(self.HEARTBEAT_EVERY)
+                        self._sender_beat = time.monotonic()
                     if self._stop_sender:
                         return
                 with self._send_lock:
@@ -576,7 +602,7 @@ class MqttSink:
     ) -> None:
         if reason_code.is_failure:
             # paho retries with backoff; refused credentials will not fix themselves, so say it loudly.
-            self._note_connect_error(f"broker refused the connection: {reason_code}")
+            self._note_connect_error(f"broker refused the connection: {reason_code}", logging.ERROR)
             return
         with self._send_lock:
             # paho would re-send its own unacknowledged copies right after this callback, ahead of
@@ -598,16 +624,30 @@ class MqttSink:
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         s = self.settings
-        self._note_connect_error(f"cannot reach {s.host}:{s.port}")
+        # paho calls this inside its `except OSError:`; the exception says what failed (a refused TCP
+        # connection, or a TLS handshake: "connection refused" for a bad certificate would mislead).
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            self._note_connect_error(f"TLS: the certificate of {s.host}:{s.port} was not accepted: "
+                                     f"{exc.verify_message} (check mqtt.ca_file and the broker's certificate)",
+                                     logging.ERROR)
+        elif isinstance(exc, ssl.SSLError):
+            self._note_connect_error(f"TLS handshake with {s.host}:{s.port} failed: {exc.reason or exc}", logging.ERROR)
+        elif isinstance(exc, OSError) and exc.strerror:
+            self._note_connect_error(f"cannot reach {s.host}:{s.port}: {exc.strerror}")
+        else:
+            self._note_connect_error(f"cannot reach {s.host}:{s.port}")
 
-    def _note_connect_error(self, message: str) -> None:
+    def _note_connect_error(self, message: str, level: int = logging.WARNING) -> None:
+        """Log a failed connection attempt once per distinct problem. ``level``: ERROR for what retrying
+        alone will not fix (refused credentials, an untrusted certificate), WARNING for an unreachable broker."""
         with self._lock:
             repeated = message == self._last_connect_error
             self._last_connect_error = message
             pending = len(self._outbox)
             self._wake.notify_all()  # close() stops waiting for a broker that turned out to be unreachable
         # Warn when the problem appears or changes, not on every retry of a long outage.
-        log.log(logging.DEBUG if repeated else logging.WARNING,
+        log.log(logging.DEBUG if repeated else level,
                 "MQTT: %s; retrying, %d stage message(s) kept in the outbox", message, pending)
 
     def _on_disconnect(
