@@ -16,6 +16,9 @@ The clock model of a live device may refine the anchor; the sample index stays t
 
 For an ``rr`` channel (what a BLE heart-rate strap sends: intervals with no timestamps) the index counts
 intervals and beat times are the anchor plus the cumulative sum of the intervals.
+
+An ``hr`` channel (heart rate in bpm at irregular times: a watch, or a strap that sends no RR) counts
+readings; every chunk carries ``times``, the stream time of each reading.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ from typing import Literal
 
 import numpy as np
 
-ChannelKind = Literal["signal", "rr"]
+ChannelKind = Literal["signal", "rr", "hr"]
 
 
 @dataclass(frozen=True, slots=True)
 class ChannelSpec:
-    """What a channel carries. ``fs`` is the nominal sample rate in Hz (0 for ``rr`` channels).
+    """What a channel carries. ``fs`` is the nominal sample rate in Hz (0 for ``rr`` and ``hr`` channels).
 
     ``offset`` is the stream time (seconds after the source's anchor) of sample 0, or for an ``rr``
     channel of beat 0, the beat that opens the first interval. Live devices anchor on their first
@@ -66,6 +69,7 @@ class Chunk:
     received: float = field(default_factory=time.monotonic)
     # rr channels from live devices: stream time (s after the anchor) of the beat closing each interval,
     # as placed by the source's clock model. None: beat times follow from the cumulative intervals.
+    # hr channels: always the stream time of each reading.
     times: np.ndarray | None = None
 
     @property

@@ -414,9 +414,12 @@ class BleSource(Source):
 class BleHeartRateSource(BleSource):
     """A heart-rate strap or watch through the standard Heart Rate Service (0x180D / 0x2A37).
 
-    One channel, ``rr`` (intervals in seconds, beat times placed by :class:`RRBeatClock`). Heart rate
-    alone carries no beat timing, so notifications without intervals are only counted (``hr_only``), as
-    are those reporting lost skin contact (``contact_lost``)."""
+    Two channels: ``rr`` (intervals in seconds, beat times placed by :class:`RRBeatClock`) when the device
+    sends them, and ``hr``, the heart rate of every notification (bpm, timed by its arrival on the stream
+    clock), which is all a watch or a strap without RR gives: a model with an ``hr`` input runs on it.
+    A notification reporting lost skin contact carries no heart rate (its reading is sent as 0, which
+    the pipeline treats as missing). Notifications without intervals are counted (``hr_only``), as are
+    those reporting lost contact (``contact_lost``)."""
 
     data_uuids = (HEART_RATE_MEASUREMENT_UUID,)
 
@@ -424,10 +427,11 @@ class BleHeartRateSource(BleSource):
         super().__init__(device, **options)
         self.clock = RRBeatClock()
         self._index = 0
+        self._hr_index = 0
         self.counters.update({"hr_only": 0, "contact_lost": 0})
 
     def channels(self) -> list[ChannelSpec]:
-        return [ChannelSpec("rr", "rr", 0.0, "s")]
+        return [ChannelSpec("rr", "rr", 0.0, "s"), ChannelSpec("hr", "hr", 0.0, "bpm")]
 
     async def _start(self, link: _Link) -> None:
         await link.client.start_notify(HEART_RATE_MEASUREMENT_UUID, self._listener(link, HEART_RATE_MEASUREMENT_UUID))
@@ -444,8 +448,12 @@ class BleHeartRateSource(BleSource):
             self.counters["hr_only"] += 1
         # Every notification goes to the clock, with or without intervals: their spacing is how it
         # notices a missing one.
-        released = self.clock.push(np.asarray(m.rr, dtype=np.float64), self._stream_time(note))
-        events: list[SourceEvent] = []
+        arrival = self._stream_time(note)
+        released = self.clock.push(np.asarray(m.rr, dtype=np.float64), arrival)
+        bpm = 0.0 if m.contact is False else float(m.bpm)
+        events: list[SourceEvent] = [Chunk("hr", self._hr_index, np.array([bpm]), note.received,
+                                           times=np.array([arrival]))]
+        self._hr_index += 1
         if len(released.rr) == 0:
             return events
         if released.lost_seconds > 0:

@@ -37,6 +37,15 @@ class RRTrack:
 
 
 @dataclass(frozen=True, slots=True)
+class HRTrack:
+    """Heart-rate readings at irregular times (a watch, or a strap's bpm without RR): ``bpm`` taken at
+    ``times`` (s from the recording start, non-decreasing)."""
+
+    times: np.ndarray
+    bpm: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
 class Hypnogram:
     """Reference stages, one per epoch from the recording start. Stage names: W, N1, N2, N3, REM,
     or None for unscored / movement epochs (R&K stage 4 is merged into N3 by readers)."""
@@ -52,6 +61,7 @@ class Recording:
     path: str
     signals: dict[str, SignalTrack] = field(default_factory=dict)
     rr: dict[str, RRTrack] = field(default_factory=dict)
+    hr: dict[str, HRTrack] = field(default_factory=dict)
     hypnogram: Hypnogram | None = None
     start_time: float | None = None  # POSIX seconds, when the file states it
     # (start s, duration s) spans with no data, e.g. between the records of an EDF+D file or where a strap's
@@ -60,11 +70,12 @@ class Recording:
 
     @property
     def channel_names(self) -> list[str]:
-        return [*self.signals, *self.rr]
+        return [*self.signals, *self.rr, *self.hr]
 
     @property
     def duration(self) -> float:
         """Seconds covered by the longest channel."""
         spans = [len(t.data) / t.fs for t in self.signals.values()]
         spans += [float(t.first_beat + t.rr.sum()) for t in self.rr.values()]
+        spans += [float(t.times[-1]) for t in self.hr.values() if len(t.times)]
         return max(spans, default=0.0)

@@ -3,7 +3,8 @@
 Chunks of ``chunk_seconds`` of signal are released on the recording's own timeline, paced to ``speed``
 times real time with a monotonic clock (so pacing never drifts, whatever the pipeline costs), or as fast
 as the consumer takes them when ``speed`` is 0. An ``rr`` channel is released the way a heart-rate strap
-sends it: each chunk carries the intervals whose closing beat fell inside that chunk's time span.
+sends it: each chunk carries the intervals whose closing beat fell inside that chunk's time span; an ``hr``
+channel likewise carries the readings taken inside it, with their times.
 
 Spans the recording marks as missing (``Recording.gaps``: EDF+D holes, dropouts bridged in an RR file)
 are sent as explicit :class:`Gap` events, never as NaN samples or invented intervals.
@@ -62,6 +63,7 @@ class ReplaySource(Source):
     def channels(self) -> list[ChannelSpec]:
         specs = [ChannelSpec(name, "signal", t.fs, t.units) for name, t in self.recording.signals.items()]
         specs += [ChannelSpec(name, "rr", 0.0, "s", offset=float(t.first_beat)) for name, t in self.recording.rr.items()]
+        specs += [ChannelSpec(name, "hr", 0.0, "bpm") for name in self.recording.hr]
         return specs
 
     async def _events(self) -> AsyncIterator[SourceEvent]:
@@ -91,6 +93,11 @@ class ReplaySource(Source):
                 rr = self.recording.rr[name].rr
                 for event in self._split(name, a, b, rr, received, lambda a, b: (0, float(rr[a:b].sum()))):
                     yield event
+            for name, hr in self.recording.hr.items():
+                a = int(np.searchsorted(hr.times, t_start, side="left"))
+                b = int(np.searchsorted(hr.times, t_end, side="left")) if step < n_steps - 1 else len(hr.times)
+                if b > a:
+                    yield Chunk(name, a, hr.bpm[a:b], received, times=hr.times[a:b])
             self.position = t_end
 
     def _split(self, channel, a, b, data, received, gap_size):

@@ -13,6 +13,9 @@ suffix      format                                           reader
 ``.npz``    NumPy archive of 1-D channels + ``fs``           :func:`tabular.read_npz`
 ``.rr``     PhysioNet ``rrlist`` beat intervals (+ ``.an``)  :func:`physionet_rr.read_physionet_rr`
 ==========  ===============================================  ===========================================
+
+Text files are recognised by their whole name: ``<id>_heartrate.txt`` is Walch 2019 Apple Watch heart rate
+(+ ``../labels/<id>_labeled_sleep.txt``), read by :func:`walch.read_walch_heart_rate`.
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ from edged.errors import RecordingError
 from edged.sources.readers.edf import Annotation, load_edf, read_edf, write_edf
 from edged.sources.readers.physionet_rr import read_physionet_rr
 from edged.sources.readers.tabular import read_csv, read_mmash_rr, read_npz
+from edged.sources.readers.walch import SUFFIX as WALCH_SUFFIX
+from edged.sources.readers.walch import read_walch_heart_rate
 from edged.sources.readers.wfdb import read_wfdb
 from edged.sources.recording import Recording
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".edf", ".hea", ".dat", ".csv", ".npz", ".rr")
+# Text files are recognised by their whole name: ".txt" alone says nothing about the format.
+SUPPORTED_NAMES: tuple[str, ...] = (WALCH_SUFFIX,)
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -39,6 +46,7 @@ __all__ = [
     "read_npz",
     "read_physionet_rr",
     "read_recording",
+    "read_walch_heart_rate",
     "read_wfdb",
     "write_edf",
 ]
@@ -53,10 +61,11 @@ def read_recording(path: str | os.PathLike[str], *, fs: float | None = None) -> 
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
+    named = next((n for n in SUPPORTED_NAMES if path.name.lower().endswith(n)), None)
+    if suffix not in SUPPORTED_SUFFIXES and named is None:
         raise RecordingError(
             f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}; "
-            f"supported: {', '.join(SUPPORTED_SUFFIXES)}"
+            f"supported: {', '.join(SUPPORTED_SUFFIXES)}, files named <id>{', <id>'.join(SUPPORTED_NAMES)}"
         )
     if not path.exists():
         raise RecordingError(f"{path}: recording not found")
@@ -71,6 +80,8 @@ def read_recording(path: str | os.PathLike[str], *, fs: float | None = None) -> 
             return read_csv(path, fs=fs)
         if suffix == ".npz":
             return read_npz(path, fs=fs)
+        if named == WALCH_SUFFIX:
+            return read_walch_heart_rate(path)
         return read_physionet_rr(path)
     except RecordingError:
         raise

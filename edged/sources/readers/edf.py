@@ -26,15 +26,16 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
 from edged.errors import RecordingError
-from edged.sources.recording import Hypnogram, Recording, SignalTrack
+from edged.sources.recording import HRTrack, Hypnogram, Recording, RRTrack, SignalTrack
 
 ANNOTATIONS_LABEL = "EDF Annotations"
 EPOCH_SECONDS = 30.0
@@ -159,11 +160,13 @@ def load_edf(path: str | os.PathLike[str], *, epoch_seconds: float = EPOCH_SECON
         start += sig.samples_per_record
 
     annotation_columns = [col for col, sig in zip(columns, header.signals) if sig.is_annotations]
-    record_onsets, annotations = _read_annotations(path, header, records, annotation_columns)
+    record_onsets, exact_t0, exact_annotations = _read_annotations(path, header, records, annotation_columns)
 
     # Seconds from the header start time to the first sample: the first time-keeping TAL (EDF+ only).
     t0 = float(record_onsets[0]) if record_onsets is not None and len(record_onsets) else 0.0
-    annotations = [Annotation(a.onset - t0, a.duration, a.text) for a in annotations]
+    # Onsets are decimal text: subtracting in decimal gives back exactly the float a writer put after t0
+    # (a beat time, a gap start), which float subtraction would not.
+    annotations = [Annotation(float(onset - exact_t0), duration, text) for onset, duration, text in exact_annotations]
     if header.is_discontinuous and record_onsets is not None:
         missing = np.flatnonzero(np.isnan(record_onsets))
         if missing.size:
@@ -191,13 +194,23 @@ def load_edf(path: str | os.PathLike[str], *, epoch_seconds: float = EPOCH_SECON
             data=physical, fs=fs, units=sig.units
         )
 
+    ends = [a.onset for a in annotations if a.text == END_OF_DATA_TEXT]
+    if ends:  # samples after it only pad the last data record
+        signals = {name: SignalTrack(t.data[: max(0, math.ceil(round(min(ends) * t.fs, 6)))], t.fs, t.units)
+                   for name, t in signals.items()}
     start_time = header.start.timestamp() + t0 if header.start is not None else None
+    beats = beat_tracks(path, annotations, set(signals))
+    record_gaps = _gaps(starts, header) if header.is_discontinuous else []
     recording = Recording(
         path=str(path),
         signals=signals,
+        rr=beats.rr,
+        hr=beats.hr,
         hypnogram=stage_hypnogram(annotations, epoch_seconds=epoch_seconds),
         start_time=start_time,
-        gaps=_gaps(starts, header) if header.is_discontinuous else [],
+        # Holes that no "Gap" annotation already describes (a file from another writer has none).
+        gaps=_merge_spans([h for h in record_gaps if not _covered(h, beats.signal_gaps, signals)]
+                          + beats.signal_gaps + beats.rr_gaps),
     )
     return EdfContents(header=header, recording=recording, annotations=annotations)
 
@@ -317,15 +330,17 @@ def _start_datetime(path: Path, date: str, clock: str, recording_id: str, reserv
 
 def _read_annotations(
     path: Path, header: EdfHeader, records: np.ndarray, columns: list[slice]
-) -> tuple[np.ndarray | None, list[Annotation]]:
-    """Record onsets (from the first annotation signal's time-keeping TALs; None without one) and every
-    other annotation. One Python step per data record, not per sample: TALs are variable-length text."""
+) -> tuple[np.ndarray | None, Decimal, list[tuple[Decimal, float, str]]]:
+    """Record onsets (from the first annotation signal's time-keeping TALs; None without one), the first
+    of them as an exact decimal (0 without one), and every other annotation with its exact decimal onset.
+    One Python step per data record, not per sample: TALs are variable-length text."""
     if not columns:
         if header.is_edf_plus:
             raise RecordingError(f"{path}: corrupt EDF+: no '{ANNOTATIONS_LABEL}' signal")
-        return None, []
+        return None, Decimal(0), []
     onsets = np.full(header.n_records, np.nan)
-    annotations: list[Annotation] = []
+    first_onset: Decimal | None = None
+    annotations: list[tuple[Decimal, float, str]] = []
     for index, col in enumerate(columns):
         # The int16 samples of this signal, record by record, are its bytes in file order.
         block = np.ascontiguousarray(records[:, col]).astype("<i2", copy=False).view(np.uint8)
@@ -337,20 +352,24 @@ def _read_annotations(
                 onset, duration, texts = _parse_tal(path, tal, k)
                 if index == 0 and first:
                     if texts and texts[0] == "":
-                        onsets[k] = onset
+                        onsets[k] = float(onset)
+                        if first_onset is None:
+                            first_onset = onset
                         texts = texts[1:]
                     elif header.is_edf_plus:
                         raise RecordingError(
                             f"{path}: corrupt EDF+: data record {k} does not start with a time-keeping annotation"
                         )
                 first = False
-                annotations.extend(Annotation(onset, duration, t) for t in texts if t)
+                annotations.extend((onset, duration, t) for t in texts if t)
     if header.is_edf_plus and header.n_records and np.isnan(onsets[0]):
         raise RecordingError(f"{path}: corrupt EDF+: the first data record has no time-keeping annotation")
-    return (onsets if header.is_edf_plus else None), annotations
+    if not header.is_edf_plus:
+        return None, Decimal(0), annotations
+    return onsets, first_onset if first_onset is not None else Decimal(0), annotations
 
 
-def _parse_tal(path: Path, tal: bytes, record: int) -> tuple[float, float, list[str]]:
+def _parse_tal(path: Path, tal: bytes, record: int) -> tuple[Decimal, float, list[str]]:
     head, *rest = tal.split(b"\x14")
     if rest and rest[-1] == b"":
         rest = rest[:-1]  # a TAL ends with \x14, which leaves an empty field after the split
@@ -358,9 +377,11 @@ def _parse_tal(path: Path, tal: bytes, record: int) -> tuple[float, float, list[
     try:
         if onset_text[:1] not in (b"+", b"-"):
             raise ValueError
-        onset = float(onset_text)
+        onset = Decimal(onset_text.decode("ascii"))
         duration = float(duration_text) if duration_text else 0.0
-    except ValueError:
+        if not onset.is_finite():
+            raise ValueError
+    except (ValueError, ArithmeticError, UnicodeDecodeError):
         raise RecordingError(
             f"{path}: corrupt annotation in data record {record}: bad onset/duration {head[:40]!r}"
         ) from None
@@ -396,6 +417,88 @@ def _gaps(starts: np.ndarray, header: EdfHeader) -> list[tuple[float, float]]:
     ends = starts[:-1] + header.record_duration
     holes = starts[1:] - ends
     return [(float(ends[i]), float(holes[i])) for i in np.flatnonzero(holes > tolerance)]
+
+
+# ------------------------------------------------------------------------------- beats, readings, gaps
+#
+# Beat-by-beat data (what a chest strap sends) and irregular heart-rate readings are not sampled signals,
+# so EDF cannot hold them as signals. edged's raw recorder (edged.sinks.raw_recording) writes them as
+# EDF+ annotations, one per beat or reading, and this reader turns them back into tracks:
+#
+#   "RR <channel>"        onset: the beat that opens the interval; duration: the interval (s), exactly
+#   "HR <channel> <bpm>"  onset: when the reading was taken
+#   "Gap <channel>"       onset, duration: samples (or, for RR, the silence) that never arrived. For a
+#                         sampled channel the span starts half a sample before the first lost sample (between
+#                         it and the last one received), so that rounding never moves it by a sample.
+#   "End of data"         onset: one past the last real sample; later samples only complete a data record
+
+RR_TEXT = "RR"
+HR_TEXT = "HR"
+GAP_TEXT = "Gap"
+END_OF_DATA_TEXT = "End of data"
+
+
+@dataclass(slots=True)
+class BeatTracks:
+    rr: dict[str, RRTrack] = field(default_factory=dict)
+    hr: dict[str, HRTrack] = field(default_factory=dict)
+    signal_gaps: list[tuple[float, float]] = field(default_factory=list)  # from "Gap <signal>" annotations
+    rr_gaps: list[tuple[float, float]] = field(default_factory=list)  # the intervals that stand for a gap
+
+
+def beat_tracks(path: Path, annotations: Iterable[Annotation], signal_names: set[str]) -> BeatTracks:
+    """RR and HR tracks and gap spans from "RR"/"HR"/"Gap" annotations (see above)."""
+    intervals: dict[str, list[tuple[float, int, float]]] = {}  # channel -> (onset, 0 interval / 1 gap, seconds)
+    readings: dict[str, list[tuple[float, float]]] = {}
+    out = BeatTracks()
+    for onset, duration, text in annotations:
+        kind, _, rest = text.partition(" ")
+        if kind == RR_TEXT and rest and duration > 0:
+            intervals.setdefault(rest, []).append((onset, 0, duration))
+        elif kind == HR_TEXT and rest:
+            channel, _, value = rest.rpartition(" ")
+            try:
+                bpm = float(value)
+            except ValueError:
+                continue  # another writer's "HR ..." note, not a reading
+            readings.setdefault(channel, []).append((onset, bpm))
+        elif kind == GAP_TEXT and rest and duration > 0:
+            if rest in signal_names:
+                out.signal_gaps.append((onset, duration))
+            else:
+                intervals.setdefault(rest, []).append((onset, 1, duration))
+    for channel, items in intervals.items():
+        if all(is_gap for _, is_gap, _ in items):
+            continue  # gaps of a channel that carried no beats here (e.g. an HR channel)
+        items.sort(key=lambda item: (item[0], item[1]))
+        rr = np.array([seconds for _, _, seconds in items], dtype=np.float64)
+        track = RRTrack(rr=rr, first_beat=items[0][0])
+        beats = track.beat_times()
+        out.rr[channel] = track
+        # Where the replay looks for them: at the beat clock, not at the (possibly clock-corrected) onsets.
+        out.rr_gaps += [(float(beats[k]), float(rr[k])) for k, item in enumerate(items) if item[1]]
+    for channel, values in readings.items():
+        values.sort()
+        out.hr[channel] = HRTrack(times=np.array([t for t, _ in values]), bpm=np.array([v for _, v in values]))
+    return out
+
+
+def _merge_spans(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(start, duration) spans sorted, overlapping ones joined; a span that overlaps none is kept as given."""
+    merged: list[tuple[float, float]] = []
+    for start, duration in sorted(spans):
+        if merged and start <= merged[-1][0] + merged[-1][1]:
+            first, length = merged[-1]
+            merged[-1] = (first, max(length, start + duration - first))
+        else:
+            merged.append((start, duration))
+    return merged
+
+
+def _covered(span: tuple[float, float], by: list[tuple[float, float]], signals: dict[str, SignalTrack]) -> bool:
+    start, duration = span
+    slack = 0.5 / max((t.fs for t in signals.values()), default=1.0) + 1e-9  # "Gap" spans start half a sample early
+    return any(s <= start + slack and start + duration <= s + d + slack for s, d in by)
 
 
 # ------------------------------------------------------------------------------------------- hypnogram
@@ -590,6 +693,176 @@ def write_edf(
     with open(path, "wb") as fh:
         fh.write(header)
         fh.write(np.ascontiguousarray(data, dtype="<i2").tobytes())
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSignal:
+    """One ordinary signal of an :class:`EdfStreamWriter`: its range is fixed before the first sample."""
+
+    label: str
+    units: str
+    physical_min: float
+    physical_max: float
+    samples_per_record: int
+
+
+class EdfStreamWriter:
+    """An EDF+ file written one data record at a time, readable at every moment.
+
+    * The header goes out first with the record count ``-1`` ("unknown", allowed by the spec while a file
+      is being written); :meth:`close` writes the true count. After a crash, :func:`load_edf` reads every
+      whole record anyway, and :func:`repair_edf` cuts a partial last record and writes the count.
+    * Every record is handed to the kernel as it is written (no user-space buffer), so a killed process
+      loses nothing written; :meth:`fsync` (for power loss) is safe to call from another thread.
+    * Records carry their own time-keeping onset. The file starts as EDF+C and the header becomes EDF+D
+      the moment a record does not follow its predecessor: the header is changed before that record is
+      written, so the file on disk never claims to be continuous when it is not.
+    * Onsets and durations are written as exact decimals of the given floats (``repr``), after a sub-second
+      start offset ``t0``; :func:`load_edf` subtracts in decimal and gets the same floats back.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        signals: Sequence[StreamSignal],
+        *,
+        record_duration: float,
+        start: float,
+        annotation_bytes: int,
+        patient: str = "X X X X",
+        equipment: str = "edged",
+    ) -> None:
+        self.path = Path(path)
+        self.signals = tuple(signals)
+        self.record_duration = record_duration
+        self.start = start
+        self.annotation_bytes = annotation_bytes + annotation_bytes % 2
+        self.n_records = 0
+        self.discontinuous = False
+        self._t0 = Decimal(f"{start - math.floor(start):.6f}")
+        self._last_onset: float | None = None
+        self._scale = []
+        headers = []
+        for sig in self.signals:
+            pmin_text = _format_bound(self.path, sig.label, sig.physical_min, math.floor)
+            pmax_text = _format_bound(self.path, sig.label, sig.physical_max, math.ceil)
+            pmin, pmax = float(pmin_text), float(pmax_text)
+            self._scale.append((pmin, (pmax - pmin) / (_WRITER_DIGITAL_MAX - _WRITER_DIGITAL_MIN)))
+            headers.append((sig.label, sig.units, pmin_text, pmax_text, str(_WRITER_DIGITAL_MIN),
+                            str(_WRITER_DIGITAL_MAX), sig.samples_per_record))
+        headers.append((ANNOTATIONS_LABEL, "", "-1", "1", str(_WRITER_DIGITAL_MIN), str(_WRITER_DIGITAL_MAX),
+                        self.annotation_bytes // 2))
+        self._headers = headers
+        self._patient, self._equipment = patient, equipment
+        self.header = self._header(-1)
+        self.record_bytes = 2 * sum(h[6] for h in headers)
+        self._fh: BinaryIO | None = open(self.path, "xb", buffering=0)  # never overwrite a recording
+        self._fh.write(self.header)
+
+    @property
+    def ranges(self) -> list[tuple[float, float]]:
+        """Each signal's physical range as stored (rounded outward to the header's 8 characters)."""
+        return [(pmin, pmin + step * (_WRITER_DIGITAL_MAX - _WRITER_DIGITAL_MIN)) for pmin, step in self._scale]
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + self.n_records * self.record_bytes
+
+    def _header(self, n_records: int) -> bytes:
+        return _header_bytes(self.path, self._headers, self.start, n_records, self.record_duration,
+                             self.discontinuous, self._patient, self._equipment)
+
+    def write_record(self, onset: float, physical: Sequence[np.ndarray], annotations: Sequence[Annotation]) -> int:
+        """Write one data record starting ``onset`` s after the file start, holding ``physical`` (one array
+        of ``samples_per_record`` values per signal, clipped to its range) and as many of ``annotations``
+        (onsets in s after the file start) as fit. Returns how many annotations it took, in order."""
+        if self._fh is None:
+            raise RecordingError(f"{self.path}: the EDF writer is closed")
+        tal = bytearray(f"{_exact_seconds(self._t0, onset)}\x14\x14\x00".encode())
+        taken = 0
+        for a in annotations:
+            if any(c in a.text for c in "\x00\x14\x15"):
+                raise RecordingError(f"{self.path}: annotation text {a.text!r} contains an EDF+ control character")
+            duration = f"\x15{_exact_seconds(Decimal(0), a.duration, signed=False)}" if a.duration > 0 else ""
+            item = f"{_exact_seconds(self._t0, a.onset)}{duration}\x14{a.text}\x14\x00".encode()
+            if len(tal) + len(item) > self.annotation_bytes:
+                break
+            tal += item
+            taken += 1
+        parts = []
+        for sig, (pmin, step), values in zip(self.signals, self._scale, physical):
+            values = np.asarray(values, dtype=np.float64)
+            if len(values) != sig.samples_per_record:
+                raise ValueError(f"{sig.label}: {len(values)} samples for a record of {sig.samples_per_record}")
+            digital = np.rint((values - pmin) / step) + _WRITER_DIGITAL_MIN
+            parts.append(np.clip(digital, _WRITER_DIGITAL_MIN, _WRITER_DIGITAL_MAX).astype("<i2").tobytes())
+        parts.append(bytes(tal.ljust(self.annotation_bytes, b"\x00")))
+        if (not self.discontinuous and self._last_onset is not None
+                and abs(onset - (self._last_onset + self.record_duration)) > 1e-9 * max(1.0, onset)):
+            self.discontinuous = True
+            self._rewrite_header(-1)
+        self._fh.write(b"".join(parts))
+        self._last_onset = onset
+        self.n_records += 1
+        return taken
+
+    def _rewrite_header(self, n_records: int) -> None:
+        assert self._fh is not None
+        self.header = self._header(n_records)
+        self._fh.seek(0)
+        self._fh.write(self.header)
+        self._fh.seek(0, os.SEEK_END)
+
+    def fileno(self) -> int | None:
+        return self._fh.fileno() if self._fh is not None else None
+
+    def fsync(self) -> None:
+        if self._fh is not None:
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        """Write the record count into the header and sync. Idempotent."""
+        if self._fh is None:
+            return
+        try:
+            self._rewrite_header(self.n_records)
+            os.fsync(self._fh.fileno())
+        finally:
+            self._fh.close()
+            self._fh = None
+
+
+def repair_edf(path: str | os.PathLike[str]) -> int | None:
+    """Finish an EDF file an interrupted writer left with the record count ``-1``: cut a partial last
+    record and write the count of whole ones. Returns that count, or None if the file needed nothing."""
+    path = Path(path)
+    with open(path, "r+b") as fh:
+        head = fh.read(256)
+        if len(head) < 256 or head[236:244].strip() != b"-1":
+            return None
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(0)
+        header = _parse_header(path, fh, size)  # resolves -1 to the whole records present
+        fh.truncate(header.header_bytes + header.n_records * 2 * header.record_samples)
+        fh.seek(236)
+        fh.write(f"{header.n_records:<8d}".encode("ascii"))
+        os.fsync(fh.fileno())
+    return header.n_records
+
+
+def _exact_seconds(t0: Decimal, seconds: float, signed: bool = True) -> str:
+    value = t0 + Decimal(repr(float(seconds)))
+    text = format(value.normalize(), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text in ("", "-0"):
+        text = "0"
+    return ("+" + text if signed and not text.startswith("-") else text)
+
+
+def record_duration_for(rates: Sequence[float]) -> float:
+    """The data record duration :func:`write_edf` would choose for these signal rates (Hz)."""
+    return _choose_record_duration(Path("<stream>"), rates)
 
 
 def _choose_record_duration(path: Path, rates: Sequence[float]) -> float:
