@@ -8,8 +8,15 @@ epochs at the model's rate:
   source's clock model), then the WatchSleepNet sample-and-hold form (:mod:`edged.dsp.ibi`), as in training;
 * ``ibi`` from a raw ECG or PPG channel: streaming beat detection (:mod:`edged.dsp.beats`), causal
   artefact and ectopic correction (:mod:`edged.dsp.artefacts`), then the same sample-and-hold form;
+* ``hr`` from an ``hr`` channel (heart rate in bpm at irregular times: a watch, a strap without RR): the
+  interval each reading implies, 60 / bpm, held until the next reading at the model's rate and missing
+  after a silence (:mod:`edged.dsp.hr`), as in training;
+* ``elapsed``: hours from the session start (the stream's anchor) to each epoch's start, one value per
+  epoch, needing no channel;
 * any other signal from a raw channel: causal band-pass (if the manifest asks for one), streaming
-  resampling to the model's rate, epoching.
+  resampling to the model's rate, epoching;
+* a feature input (the manifest names a ``features`` set) from a raw channel: resampling to the set's rate,
+  conversion to volts, then one feature row per epoch (:mod:`edged.dsp.eeg_features`), as in training.
 
 A context window per input (a ring buffer preloaded with the input's missing value, as training pads the
 start of a night) gives the model the last ``context_epochs`` epochs. Epoch ``k`` is scored once every
@@ -30,8 +37,10 @@ import numpy as np
 
 from edged.dsp.artefacts import StreamingBeatCorrector
 from edged.dsp.beats import StreamingEcgDetector, StreamingPpgDetector
+from edged.dsp.eeg_features import feature_set
 from edged.dsp.epocher import Epoch, Epocher
 from edged.dsp.filters import CausalFilter, design_bandpass
+from edged.dsp.hr import StreamingHrHold
 from edged.dsp.ibi import StreamingIbi
 from edged.dsp.resample import StreamingResampler
 from edged.dsp.quality import ecg_quality, ppg_quality
@@ -64,6 +73,10 @@ class InputBuilder(abc.ABC):
 
     def quality(self, epoch: Epoch) -> float:
         return 1.0 - epoch.n_missing / len(epoch.data)
+
+    def preload(self, window: RingBuffer) -> None:
+        """Fill the context window as training pads the start of a night."""
+        window.fill(self.spec.missing_value)
 
 
 class IbiFromRR(InputBuilder):
@@ -107,6 +120,54 @@ class IbiFromRR(InputBuilder):
     def quality(self, epoch: Epoch) -> float:
         # An IBI sample of 0 means no valid interval covers it (missing beats or an implausible interval).
         return float(np.count_nonzero(epoch.data)) / len(epoch.data)
+
+
+class IbiFromHR(InputBuilder):
+    """Heart-rate readings (bpm, each chunk with its reading times) -> the held interval 60 / bpm at the
+    model's rate; 0 where no fresh, plausible reading covers a sample. A Gap needs no handling: readings
+    that never arrived leave the last one held until it is too old, exactly as in the batch form."""
+
+    def __init__(self, spec: InputSpec, channel: ChannelSpec, samples_per_epoch: int):
+        super().__init__(spec, channel, samples_per_epoch)
+        self.hold = StreamingHrHold(fs=spec.fs)
+
+    def _feed(self, samples: np.ndarray) -> list[Epoch]:
+        if len(samples) == 0:
+            return []
+        return self.epocher.push(self.hold.next_sample - len(samples), samples)
+
+    def push(self, event: SourceEvent) -> list[Epoch]:
+        if isinstance(event, Gap):
+            return []
+        if event.times is None:
+            raise ValueError(f"hr channel {self.channel.name!r}: a chunk without reading times")
+        times = self.channel.offset + np.asarray(event.times, dtype=np.float64)
+        return self._feed(self.hold.push(times, np.asarray(event.data, dtype=np.float64)))
+
+    def advance_to(self, t: float) -> list[Epoch]:
+        return self._feed(self.hold.advance_to(t))
+
+    def quality(self, epoch: Epoch) -> float:
+        return float(np.count_nonzero(epoch.data)) / len(epoch.data)
+
+
+class ElapsedTime:
+    """The ``elapsed`` input: hours from the session start to the start of epoch ``k``. It depends on the
+    epoch index alone, so it closes an epoch whenever the channel inputs do."""
+
+    def __init__(self, spec: InputSpec, samples_per_epoch: int, epoch_seconds: float):
+        self.spec = spec
+        self.samples_per_epoch = samples_per_epoch
+        self.epoch_seconds = epoch_seconds
+
+    def at(self, index: int) -> Epoch:
+        return Epoch(index, np.full(self.samples_per_epoch, index * self.epoch_seconds / 3600.0, np.float32), 0)
+
+    def quality(self, epoch: Epoch) -> float:
+        return 1.0
+
+
+ELAPSED = "elapsed"
 
 
 class FilteredSignal(InputBuilder):
@@ -220,11 +281,52 @@ class IbiFromWaveform(InputBuilder):
         return min(coverage, float(waveform))
 
 
+VOLTS_PER_UNIT = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "\u00b5V": 1e-6, "\u03bcV": 1e-6, "nV": 1e-9}
+
+
+class EpochFeatures(InputBuilder):
+    """A raw channel -> resampled to the feature set's rate, converted to its units -> one feature row per
+    epoch (:mod:`edged.dsp.eeg_features`, the code that built the model's training inputs). Each Epoch's
+    ``data`` is that row; ``n_missing`` still counts the raw samples that were fill. Samples lost in a gap
+    enter the features as a flat signal (0 V), the epoch's quality says how much of it was fill, and the
+    feature stream's context (differences, running reference) carries on across the gap."""
+
+    def __init__(self, spec: InputSpec, channel: ChannelSpec, samples_per_epoch: int):
+        super().__init__(spec, channel, samples_per_epoch)
+        self.features = feature_set(spec.features)
+        if spec.units != "V" or channel.units not in VOLTS_PER_UNIT:
+            raise ConfigError([(f"model input {spec.name!r} needs {spec.units}; channel {channel.name!r} is in "
+                                f"{channel.units!r}, which edged cannot convert (known: {', '.join(VOLTS_PER_UNIT)})")])
+        self.scale = VOLTS_PER_UNIT[channel.units]
+        self.samples_per_epoch = samples_per_epoch
+        self.raw = FilteredSignal(spec, channel, samples_per_epoch)  # no band: features use the raw signal
+        self.stream = self.features.stream()
+
+    def push(self, event: SourceEvent) -> list[Epoch]:
+        closed = self.raw.push(event)
+        if not closed:
+            return []
+        rows = self.stream.push(np.stack([e.data for e in closed]).astype(np.float64) * self.scale)
+        return [Epoch(e.index, row.astype(np.float32), e.n_missing) for e, row in zip(closed, rows)]
+
+    def quality(self, epoch: Epoch) -> float:
+        return 1.0 - epoch.n_missing / self.samples_per_epoch
+
+    def preload(self, window: RingBuffer) -> None:
+        while len(window) < window.capacity:
+            window.append(self.features.missing_row().astype(np.float32))
+
+
 _PPG_NAME = re.compile(r"ppg|pleth|bvp|pulse", re.IGNORECASE)
 
 
 def _build_input(spec: InputSpec, channel: ChannelSpec, samples_per_epoch: int,
                  beat_detector: str = "auto") -> InputBuilder:
+    if spec.signal == "hr" or channel.kind == "hr":
+        if spec.signal != "hr" or channel.kind != "hr":
+            raise ConfigError([f"model input {spec.name!r} ({spec.signal}) cannot be built from channel "
+                               f"{channel.name!r} ({channel.kind}): heart-rate readings feed only an 'hr' input"])
+        return IbiFromHR(spec, channel, samples_per_epoch)
     if spec.signal == "ibi":
         if channel.kind == "rr":
             return IbiFromRR(spec, channel, samples_per_epoch)
@@ -232,6 +334,8 @@ def _build_input(spec: InputSpec, channel: ChannelSpec, samples_per_epoch: int,
         return IbiFromWaveform(spec, channel, samples_per_epoch, detector)
     if channel.kind != "signal":
         raise ConfigError([f"model input {spec.name!r} needs a raw {spec.signal} signal; {channel.name!r} is RR"])
+    if spec.features is not None:
+        return EpochFeatures(spec, channel, samples_per_epoch)
     return FilteredSignal(spec, channel, samples_per_epoch)
 
 
@@ -246,6 +350,8 @@ def match_channels(
     chosen: dict[str, ChannelSpec] = {}
     problems = []
     for spec in manifest.inputs:
+        if spec.signal == ELAPSED:
+            continue  # a clock, not a channel
         name = channel_map.get(spec.signal)
         if name is not None:
             if name not in by_name:
@@ -254,6 +360,8 @@ def match_channels(
             chosen[spec.name] = by_name[name]
         elif spec.signal == "ibi" and any(c.kind == "rr" for c in channels):
             chosen[spec.name] = next(c for c in channels if c.kind == "rr")
+        elif spec.signal == "hr" and any(c.kind == "hr" for c in channels):
+            chosen[spec.name] = next(c for c in channels if c.kind == "hr")
         elif spec.signal.lower() in by_lower:
             chosen[spec.name] = by_lower[spec.signal.lower()]
         else:
@@ -261,7 +369,10 @@ def match_channels(
                 f"model {manifest.id} needs a {spec.signal!r} channel and the device has none "
                 f"(have: {', '.join(sorted(by_name)) or 'nothing'}); map one with channels = {{{spec.signal} = \"...\"}}"
                 + (" (an RR, ECG or PPG channel)" if spec.signal == "ibi" else "")
+                + (" (heart-rate readings: a watch, or a BLE heart-rate device)" if spec.signal == "hr" else "")
             )
+    if not chosen and not problems:
+        problems.append(f"model {manifest.id} has no input that a device channel feeds")
     if problems:
         raise ConfigError(problems)
     return chosen
@@ -304,12 +415,18 @@ class DevicePipeline:
         self.inputs: dict[str, InputBuilder] = {}
         self.by_channel: dict[str, list[InputBuilder]] = {}
         self.windows: dict[str, RingBuffer] = {}
+        self.clocks: dict[str, ElapsedTime] = {}
         for spec in m.inputs:
+            if spec.signal == ELAPSED:
+                self.clocks[spec.name] = ElapsedTime(spec, m.samples_per_epoch(spec), m.epoch_seconds)
+                window = self.windows[spec.name] = RingBuffer(m.window_samples(spec))
+                window.fill(spec.missing_value)
+                continue
             builder = _build_input(spec, matched[spec.name], m.samples_per_epoch(spec), beat_detector)
             self.inputs[spec.name] = builder
             self.by_channel.setdefault(matched[spec.name].name, []).append(builder)
             window = RingBuffer(m.window_samples(spec))
-            window.fill(spec.missing_value)
+            builder.preload(window)
             self.windows[spec.name] = window
         self.state = model.initial_state()
         # Epochs closed by some inputs but not yet by all: index -> {input name: Epoch}.
@@ -338,7 +455,9 @@ class DevicePipeline:
         for epoch in epochs:
             slot = self._pending.setdefault(epoch.index, {})
             slot[builder.spec.name] = epoch
-            while len(self._pending.get(self._next_index, ())) == len(self.inputs):
+            for name, clock in self.clocks.items():
+                slot.setdefault(name, clock.at(epoch.index))
+            while len(self._pending.get(self._next_index, ())) == len(self.inputs) + len(self.clocks):
                 result = self._score(self._pending.pop(self._next_index), received)
                 self._next_index += 1
                 if result is not None:
@@ -352,8 +471,8 @@ class DevicePipeline:
         for name, epoch in epochs.items():
             ring = self.windows[name]
             ring.append(epoch.data)
-            windows[name] = ring.latest(len(ring))[None, None, :]
-            quality = min(quality, self.inputs[name].quality(epoch))
+            windows[name] = ring.latest(len(ring)).reshape(1, *m.input_shape(next(s for s in m.inputs if s.name == name)))
+            quality = min(quality, (self.inputs.get(name) or self.clocks[name]).quality(epoch))
         index = next(iter(epochs.values())).index - m.lookahead_epochs
         if index < 0:
             return None  # the first look-ahead epochs only fill the window
@@ -363,7 +482,7 @@ class DevicePipeline:
         ok = quality >= self.quality_threshold
         hr_bpm = None
         for name, epoch in epochs.items():
-            if self.inputs[name].spec.signal == "ibi":
+            if name in self.inputs and self.inputs[name].spec.signal in ("ibi", "hr"):
                 valid = epoch.data[epoch.data > 0]  # sample-and-hold: a time-weighted mean interval
                 hr_bpm = 60.0 / float(valid.mean()) if len(valid) else None
         self.counters.epochs_scored += 1

@@ -31,6 +31,15 @@ Each signal input has the ONNX shape ``(batch, 1, context_epochs * epoch_seconds
 ``signal`` names what the input carries, which tells the pipeline how to build it:
 ``ibi`` (sample-and-hold inter-beat intervals, from an ``rr`` channel or from detected beats) or the name
 of a raw channel (``eeg``, ``emg``, ``ecg``, ``resp`` ...) to be filtered and resampled to ``fs``.
+
+Feature inputs. An input that also names a feature set, ``"features": "sleepedf-eeg-v1"`` (one of
+:data:`edged.dsp.eeg_features.FEATURE_SETS`), carries per-epoch feature vectors computed by edged from the
+raw channel (resampled to ``fs``, converted to ``units``) instead of the samples themselves. Its ONNX shape
+is ``(batch, context_epochs, n_features)``: one row per epoch, oldest first, the scored epoch last, rows
+before the stream began being the feature set's missing row. ``fs``, ``units`` and ``epoch_seconds`` must
+be the feature set's own, and ``band`` must be absent (the features are defined on the unfiltered signal)::
+
+    {"name": "fpz_cz", "signal": "fpz-cz", "fs": 100.0, "units": "V", "features": "sleepedf-eeg-v1"}
 """
 
 from __future__ import annotations
@@ -55,6 +64,9 @@ class InputSpec:
     missing_value: float = 0.0
     # Optional causal band-pass applied before resampling, in Hz: (low, high); None for no filter.
     band: tuple[float, float] | None = None
+    # Feature inputs: the feature set's name and its values per epoch (None for a signal input).
+    features: str | None = None
+    n_features: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +99,16 @@ class Manifest:
         return round(self.epoch_seconds * spec.fs)
 
     def window_samples(self, spec: InputSpec) -> int:
+        """Values in one input window (the ONNX input's size per batch item)."""
+        if spec.n_features is not None:
+            return self.context_epochs * spec.n_features
         return self.context_epochs * self.samples_per_epoch(spec)
+
+    def input_shape(self, spec: InputSpec) -> tuple[int, ...]:
+        """ONNX shape of one input window, without the batch axis."""
+        if spec.n_features is not None:
+            return (self.context_epochs, spec.n_features)
+        return (1, self.window_samples(spec))
 
 
 def _require(raw: dict, key: str, kind: type | tuple[type, ...], where: str):
@@ -131,6 +152,7 @@ def load_manifest(path: str | Path, *, verify_hash: bool = True) -> Manifest:
                 units=_require(item, "units", str, w),
                 missing_value=float(item.get("missing_value", 0.0)),
                 band=tuple(float(b) for b in band) if band else None,
+                **_feature_fields(item, raw, w),
             )
         )
     if not inputs:
@@ -186,6 +208,34 @@ def load_manifest(path: str | Path, *, verify_hash: bool = True) -> Manifest:
     if manifest.context_epochs < 1 or manifest.lookahead_epochs < 0:
         raise ModelError(f"{where}: context_epochs must be >= 1 and lookahead_epochs >= 0")
     return manifest
+
+
+def _feature_fields(item: dict, raw: dict, where: str) -> dict:
+    """``features`` / ``n_features`` of an input, checked against the named feature set."""
+    name = item.get("features")
+    if name is None:
+        return {}
+    if not isinstance(name, str):
+        raise ModelError(f"{where}: 'features' must be a feature set name, got {name!r}")
+    # Imported here: scipy only loads for models that need it.
+    from edged.dsp.eeg_features import feature_set
+
+    try:
+        fset = feature_set(name)
+    except KeyError as exc:
+        raise ModelError(f"{where}: {exc.args[0]}") from None
+    problems = []
+    if float(item.get("fs", 0)) != fset.fs:
+        problems.append(f"'fs' must be {fset.fs:g} (the rate {name} is defined at)")
+    if item.get("units") != fset.units:
+        problems.append(f"'units' must be {fset.units!r}")
+    if float(_require(raw, "epoch_seconds", (int, float), where.split(": inputs")[0])) != fset.epoch_seconds:
+        problems.append(f"epoch_seconds must be {fset.epoch_seconds:g} for {name}")
+    if item.get("band") is not None:
+        problems.append(f"'band' must be absent: {name} is defined on the unfiltered signal")
+    if problems:
+        raise ModelError(f"{where}: " + "; ".join(problems))
+    return {"features": name, "n_features": fset.n_features}
 
 
 def file_sha256(path: str | Path) -> str:

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class OnnxModel:
-    """A loaded model. ``run`` takes one array per manifest input, each ``(batch, 1, window)``, plus the
+    """A loaded model. ``run`` takes one array per manifest input, each ``(batch, 1, window)`` (or
+    ``(batch, context_epochs, n_features)`` for a feature input), plus the
     recurrent state arrays if the manifest declares any, and returns ``(probabilities, new_state)``."""
 
     def __init__(self, manifest: Manifest, *, threads: int = 1):
@@ -55,9 +56,13 @@ class OnnxModel:
             if node is None:
                 continue
             shape = node.shape
-            want = m.window_samples(spec)
-            if len(shape) != 3 or (isinstance(shape[2], int) and shape[2] != want):
-                problems.append(f"input {spec.name!r} has shape {shape}, manifest implies (batch, 1, {want})")
+            want = m.input_shape(spec)
+            # A signal input's length is what matters (its channel axis is 1 by contract); a feature input's
+            # context and feature count both are.
+            pairs = list(zip(shape[1:], want)) if spec.n_features is not None else [(shape[-1], want[-1])]
+            if len(shape) != 1 + len(want) or any(isinstance(d, int) and d != w for d, w in pairs):
+                problems.append(f"input {spec.name!r} has shape {shape}, manifest implies (batch, "
+                                + ", ".join(map(str, want)) + ")")
         if m.output not in graph_outputs:
             problems.append(f"no output named {m.output!r} (graph has {sorted(graph_outputs)})")
         else:

@@ -1,0 +1,1 @@
+"""The causal five-stage EEG scorer trained on Sleep-EDF-20 per-epoch features."""
