@@ -21,6 +21,11 @@ An entry module (``MODELS[name]``) defines:
     Static int8 (BatchNorm folded, calibration windows from ``data`` or the generator) of a float model's
     manifest -> int8 ONNX + manifest in ``out``; recurrent or attention parts may stay float or dynamic int8,
     stated in the manifest's ``quantization`` and ``quantization_detail``. Returns the manifest path.
+``DATA``
+    The model's data folder under ``../shared/data`` (the default ``--data``), or ``None`` for a model
+    trained on its documented synthetic generator.
+``SHIPPED``
+    Its shipped manifest, relative to ``models/`` (what ``python -m models list`` and the benchmarks read).
 ``CARD`` (optional)
     ``(render function "module:function", report path relative to models/, card path relative to models/)``
     for ``python -m models card <name>``.
@@ -31,4 +36,12 @@ from __future__ import annotations
 # name -> entry module
 MODELS: dict[str, str] = {
     "ibi-slpdb": "models.ibi.entry",
+    "ibi-walch": "models.walch.entry",
+    "eeg-sleepedf": "models.eeg.entry",
+    "ulw-sleepnet": "models.seed.ulw_entry",
+    "masleepnet": "models.seed.masleepnet_entry",
+    "watchsleepnet": "models.seed.watchsleepnet_entry",
+    "sleepvst": "models.seed.sleepvst_entry",
+    "slumbernet": "models.seed.slumbernet_entry",
+    "slumbernet-lite": "models.seed.slumbernet_lite_entry",
 }

@@ -120,6 +120,104 @@ def _quantization_detail(report: dict) -> str:
             f"int8 ops: {fmt(ops['int8'])}. float32 ops: {fmt(ops['float'])}.")
 
 
+def quantize_checked(float_path: Path, int8_path: Path, nights: list[Night], per_module: dict[str, int], *,
+                     context: int, n_calibration: int, n_check: int, seed: int) -> tuple[str, float, list[dict], dict]:
+    """Static int8 of ``float_path`` into ``int8_path``, the most-int8 variant that agrees with float on other
+    training windows: (manifest label, that agreement, every variant tried, the calibration used).
+    ``per_module`` is the MACs per torch module (:func:`module_macs`), for the int8 share of each variant."""
+    calib = _calibration_windows(nights, context, n_calibration, seed)
+    # Which quantisation ships is decided on other training windows, never on the held-out night, which
+    # only reports the result. Training windows flatter agreement (the model is confident on what it was
+    # fitted to), hence a stricter bar there than the 99 % goal.
+    check = _calibration_windows(nights, context, n_check, seed + 100)
+    check_float = run_onnx(float_path, check, input_name=INPUT, output_name=OUTPUT)
+    tried = []
+    for label, op_types, exclude, what in _quantization_attempts(float_path):
+        quantize_int8_static(float_path, int8_path, calib, input_name=INPUT, op_types=op_types,
+                             exclude_nodes=exclude, calibrate_method=CALIBRATION_METHOD)
+        check_int8 = run_onnx(int8_path, check, input_name=INPUT, output_name=OUTPUT)
+        check_agreement = float((check_float.argmax(1) == check_int8.argmax(1)).mean())
+        log.info("%s (%s) vs float on %d training windows: argmax agreement %.4f", label, what, len(check),
+                 check_agreement)
+        float_macs = sum(per_module[onnx_node_module(n)] for n in exclude)
+        tried.append({"quantization": label, "what": what, "agreement_training_windows": round(check_agreement, 4),
+                      "int8_mac_share": round(100.0 * (1.0 - float_macs / sum(per_module.values())), 1)})
+        if check_agreement >= CHECK_AGREEMENT:
+            break
+    calibration = {"method": CALIBRATION_METHOD, "windows": len(calib), "check_windows": len(check),
+                   "check_agreement_required": CHECK_AGREEMENT}
+    return label, check_agreement, tried, calibration
+
+
+def manifest_from_report(report: dict) -> dict:
+    """The shipped manifest (sha256 left for :func:`write_manifest`), every field from the run's report."""
+    c = report["arch"]["context"]
+    cv = report["loso"]
+    pooled = cv["pooled"]
+    subjects, n_records = report["subjects"], len(report["records"])
+    held_int8, held_float = report["held_out"]["int8"], report["held_out"]["float"]
+
+    def brief(s: dict) -> dict:
+        return {k: s[k] for k in ("epochs", "kappa", "accuracy", "macro_f1", "f1", "confusion")}
+
+    return {
+        "schema": 1,
+        "id": report["id"],
+        "onnx": report["onnx"],
+        "sha256": "",
+        "description": (
+            "Causal W/NREM/REM stager on sample-and-hold inter-beat intervals (25 Hz, last "
+            f"{c} epochs); per-epoch conv encoder + causal temporal conv head"
+            + (" -- SMOKE RUN, not a usable model" if report["quick"] else "")
+        ),
+        "classes": list(CLASSES),
+        "epoch_seconds": 30.0,
+        "context_epochs": c,
+        "lookahead_epochs": 0,
+        "inputs": [{"name": INPUT, "signal": "ibi", "fs": 25.0, "units": "s", "missing_value": 0.0}],
+        "state": [],
+        "output": OUTPUT,
+        "quantization": report["quantization"],
+        "quantization_detail": _quantization_detail(report),
+        "synthetic": False,
+        "training": {
+            "data": DATA_DESCRIPTION,
+            "records": report["records"],
+            "subjects": subjects,
+            "held_out": HELD_OUT,
+            "command": report["command"],
+            "wall_seconds": report["wall_seconds"],
+            "seed": report["seed"],
+            "arch": report["arch"],
+            "optimiser": report["train"],
+            "parameters": report["params"],
+            "macs_per_scored_epoch": report["macs"]["per_scored_epoch"],
+        },
+        "metrics": {
+            "protocol": (
+                f"leave-one-subject-out over {subjects} subjects ({n_records} records), predictions pooled "
+                f"over folds; epochs unscored in the reference excluded; {HELD_OUT} never used"
+            ),
+            "kappa": pooled["kappa"],
+            "accuracy": pooled["accuracy"],
+            "macro_f1": pooled["macro_f1"],
+            "f1": pooled["f1"],
+            "confusion": pooled["confusion"],
+            "fold_kappa_mean": pooled["fold_kappa_mean"],
+            "fold_kappa_sd": pooled["fold_kappa_sd"],
+            "folds": [
+                {"subject": f["subject"], "records": f["records"], "epochs": f["epochs"], "kappa": f["kappa"],
+                 "accuracy": f["accuracy"], "macro_f1": f["macro_f1"], "f1": f["f1"]}
+                for f in cv["folds"]
+            ],
+            "held_out": {"record": HELD_OUT, "model": "final (all training records)",
+                         "int8": brief(held_int8), "float": brief(held_float)},
+            "int8_vs_float": {**report["int8_vs_float"], "data": HELD_OUT, "quantized_ops": report["quantized_ops"],
+                              "calibration": report["calibration"], "attempts": report["quantization_attempts"]},
+        },
+    }
+
+
 def run(data: str | Path, out: str | Path, *, quick: bool = False, seed: int = 0, card_path: Path | None = None,
         work: Path | None = None, command: str = "") -> dict:
     """Everything ``python -m models train ibi-slpdb`` does. ``out`` receives what ships (the int8 model and
@@ -166,27 +264,10 @@ def run(data: str | Path, out: str | Path, *, quick: bool = False, seed: int = 0
     if torch_vs_onnx > 1e-3:
         raise RuntimeError(f"exported graph disagrees with the trained model (max |dp| {torch_vs_onnx:.3g})")
 
-    calib = _calibration_windows(nights, c, 64 if quick else CALIBRATION_WINDOWS, seed)
-    # Which quantisation ships is decided on other training windows, never on the held-out night, which
-    # only reports the result. Training windows flatter agreement (the model is confident on what it was
-    # fitted to), hence a stricter bar there than the 99 % goal.
-    check = _calibration_windows(nights, c, 64 if quick else CHECK_WINDOWS, seed + 100)
-    check_float = run_onnx(float_path, check, input_name=INPUT, output_name=OUTPUT)
     int8_path = out / f"{STEM}.int8.onnx"
-    tried = []
-    per_module = module_macs(model)
-    for label, op_types, exclude, what in _quantization_attempts(float_path):
-        quantize_int8_static(float_path, int8_path, calib, input_name=INPUT, op_types=op_types,
-                             exclude_nodes=exclude, calibrate_method=CALIBRATION_METHOD)
-        check_int8 = run_onnx(int8_path, check, input_name=INPUT, output_name=OUTPUT)
-        check_agreement = float((check_float.argmax(1) == check_int8.argmax(1)).mean())
-        log.info("%s (%s) vs float on %d training windows: argmax agreement %.4f", label, what, len(check),
-                 check_agreement)
-        float_macs = sum(per_module[onnx_node_module(n)] for n in exclude)
-        tried.append({"quantization": label, "what": what, "agreement_training_windows": round(check_agreement, 4),
-                      "int8_mac_share": round(100.0 * (1.0 - float_macs / sum(per_module.values())), 1)})
-        if check_agreement >= CHECK_AGREEMENT:
-            break
+    label, check_agreement, tried, calibration = quantize_checked(
+        float_path, int8_path, nights, module_macs(model), context=c,
+        n_calibration=64 if quick else CALIBRATION_WINDOWS, n_check=64 if quick else CHECK_WINDOWS, seed=seed)
     int8_probs = run_onnx(int8_path, held_windows, input_name=INPUT, output_name=OUTPUT)
     comparison = _compare(float_probs, int8_probs, held.labels)
     comparison["agreement_training_windows"] = round(check_agreement, 4)
@@ -205,7 +286,6 @@ def run(data: str | Path, out: str | Path, *, quick: bool = False, seed: int = 0
     export_s = time.monotonic() - t0
     wall = time.monotonic() - t_start
 
-    pooled = cv["pooled"]
     report = {
         "id": MODEL_ID + ("-quick-smoke" if quick else ""),
         "quick": quick,
@@ -227,72 +307,13 @@ def run(data: str | Path, out: str | Path, *, quick: bool = False, seed: int = 0
         "shipped_variant": shipped_variant,
         "quantization": quantization,
         "quantized_ops": quantized_op_summary(int8_path) if int8_path.exists() else {"int8": {}, "float": {}},
-        "calibration": {"method": CALIBRATION_METHOD, "windows": len(calib), "check_windows": len(check),
-                        "check_agreement_required": CHECK_AGREEMENT},
+        "calibration": calibration,
         "quantization_attempts": tried,
         "int8_mac_share": tried[-1]["int8_mac_share"] if shipped_variant == "int8" else 0.0,
         "int8_vs_float": comparison,
     }
 
-    def brief(s: dict) -> dict:
-        return {k: s[k] for k in ("epochs", "kappa", "accuracy", "macro_f1", "f1", "confusion")}
-
-    manifest = {
-        "schema": 1,
-        "id": report["id"],
-        "onnx": shipped_path.name,
-        "sha256": "",
-        "description": (
-            "Causal W/NREM/REM stager on sample-and-hold inter-beat intervals (25 Hz, last "
-            f"{c} epochs); per-epoch conv encoder + causal temporal conv head"
-            + (" -- SMOKE RUN, not a usable model" if quick else "")
-        ),
-        "classes": list(CLASSES),
-        "epoch_seconds": 30.0,
-        "context_epochs": c,
-        "lookahead_epochs": 0,
-        "inputs": [{"name": INPUT, "signal": "ibi", "fs": 25.0, "units": "s", "missing_value": 0.0}],
-        "state": [],
-        "output": OUTPUT,
-        "quantization": quantization,
-        "quantization_detail": _quantization_detail(report),
-        "synthetic": False,
-        "training": {
-            "data": DATA_DESCRIPTION,
-            "records": report["records"],
-            "subjects": len(subjects),
-            "held_out": HELD_OUT,
-            "command": command,
-            "wall_seconds": report["wall_seconds"],
-            "seed": seed,
-            "arch": report["arch"],
-            "optimiser": report["train"],
-            "parameters": report["params"],
-            "macs_per_scored_epoch": report["macs"]["per_scored_epoch"],
-        },
-        "metrics": {
-            "protocol": (
-                f"leave-one-subject-out over {len(subjects)} subjects ({len(nights)} records), predictions pooled "
-                f"over folds; epochs unscored in the reference excluded; {HELD_OUT} never used"
-            ),
-            "kappa": pooled["kappa"],
-            "accuracy": pooled["accuracy"],
-            "macro_f1": pooled["macro_f1"],
-            "f1": pooled["f1"],
-            "confusion": pooled["confusion"],
-            "fold_kappa_mean": pooled["fold_kappa_mean"],
-            "fold_kappa_sd": pooled["fold_kappa_sd"],
-            "folds": [
-                {"subject": f["subject"], "records": f["records"], "epochs": f["epochs"], "kappa": f["kappa"],
-                 "accuracy": f["accuracy"], "macro_f1": f["macro_f1"], "f1": f["f1"]}
-                for f in cv["folds"]
-            ],
-            "held_out": {"record": HELD_OUT, "model": "final (all training records)",
-                         "int8": brief(held_int8), "float": brief(held_float)},
-            "int8_vs_float": {**comparison, "data": HELD_OUT, "quantized_ops": report["quantized_ops"],
-                              "calibration": report["calibration"], "attempts": tried},
-        },
-    }
+    manifest = manifest_from_report(report)
     write_manifest(out / f"{STEM}.json", manifest)
     (work / f"{STEM}.report.json").write_text(json.dumps(report, indent=2) + "\n")
     card_path = card_path or (out / "ibi-slpdb.md" if quick else DEFAULT_CARD)
