@@ -576,6 +576,17 @@ def _synthetic_scores(recipe: Recipe, model: nn.Module, quick: bool) -> dict:
     return report
 
 
+def manifest_metrics(evaluation: dict | None, *, synthetic: bool) -> dict:
+    """The manifest's ``metrics``. A synthetic model's scores on generated nights go under
+    ``generator_sanity_check``, never as top-level kappa/accuracy, so no reader can take them for accuracy."""
+    if evaluation is None:
+        return {"protocol": "none: --quick smoke run"}
+    if not synthetic:
+        return evaluation
+    return {"protocol": evaluation["protocol"], "synthetic": True,
+            "generator_sanity_check": {k: v for k, v in evaluation.items() if k not in ("protocol", "synthetic")}}
+
+
 def evaluate_recipe(recipe: Recipe, data: Path | None, *, quick: bool, seed: int) -> dict:
     """Real data: subject-wise folds (leave-one-subject-out up to ``max_folds`` subjects, else that many
     folds of whole subjects), predictions pooled. Synthetic: fit on the training seeds, score generated
@@ -670,7 +681,7 @@ def train_recipe(recipe: Recipe, data: Path | None, out: Path, *, quick: bool, s
             "fit": fit_log,
             "quick": quick,
         },
-        "metrics": evaluation or {"protocol": "none: --quick smoke run"},
+        "metrics": manifest_metrics(evaluation, synthetic=data is None),
     }
     shipped = ship(model, stem=recipe.stem, out=out, work=work, samples=samples, calibration=calib, check=check_x,
                    manifest=manifest, calib_epochs=calib_epochs, op_types=recipe.int8_ops,
