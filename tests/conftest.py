@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -173,14 +178,51 @@ def epoch_factory() -> Callable[..., ScoredEpoch]:
     return make_epoch
 
 
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "edged" / "data" / "demo" / "slp61.rr"  # the bundled real night (slpdb slp61, beat-by-beat RR)
+
+
+def daemon_config(broker: EmbeddedBroker, base: str, devices: str, *, node: str = "e2e", node_extra: str = "",
+                  sections: str = "") -> str:
+    """Config text for `edged run` on ``broker`` under topic ``base``: node id (plus ``node_extra`` lines in
+    [node]), MQTT, other ``sections`` (TOML text), then ``devices`` (the [[devices]] tables)."""
+    return (f'[node]\nid = "{node}"\n{node_extra}\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+            f'base_topic = "{base}"\nembedded = "never"\nkeepalive = 5\n\n{sections}\n{devices}')
+
+
+def replay_device(path: Path, *, name: str = "bed1", speed: float = 0.0, model: str = "ibi-slpdb-causal-v1") -> str:
+    """One [[devices]] table replaying ``path``."""
+    return (f'[[devices]]\nname = "{name}"\ntype = "replay"\nmodel = "{model}"\npath = "{path}"\n'
+            f'speed = {speed}\n\n')
+
+
+def start_daemon(cfg: Path, *args: str, env: dict | None = None, **popen: Any) -> subprocess.Popen:
+    """`edged run --config cfg` as a real process; its log (stderr) is kept for the test to read."""
+    return subprocess.Popen([sys.executable, "-m", "edged.cli", "run", "--config", str(cfg), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, **popen)
+
+
+def expected_epochs(rr_path: Path) -> int:
+    """Epochs the IBI pipeline closes over a whole recording: those whose every sample lies before the
+    last beat (computed with the batch form, independently of the daemon)."""
+    from edged.dsp.ibi import sample_and_hold
+    from edged.sources.readers.physionet_rr import read_physionet_rr
+
+    beats = read_physionet_rr(rr_path).rr["rr"].beat_times()
+    n = int(beats[-1] * 25) + 50
+    determined = np.count_nonzero(np.arange(n) / 25.0 < beats[-1])
+    assert len(sample_and_hold(beats, determined)) == determined
+    return determined // 750
+
+
 @pytest.fixture
 def daemon_toml(broker: EmbeddedBroker, topic_base: str) -> Callable[..., str]:
     """``daemon_toml(devices, models_dir=None)`` -> a config for `edged run` on this test's broker and topic
     base (node id ``e2e``), with ``devices`` (the [[devices]] tables, as TOML text) appended."""
 
     def make(devices: str, models_dir: object | None = None) -> str:
-        models = f'\n[models]\ndirs = ["{models_dir}"]\n' if models_dir is not None else ""
-        return (f'[node]\nid = "e2e"\n\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
-                f'base_topic = "{topic_base}"\nembedded = "never"\nkeepalive = 5\n{models}\n{devices}')
+        models = f'[models]\ndirs = ["{models_dir}"]\n' if models_dir is not None else ""
+        return daemon_config(broker, topic_base, devices, sections=models)
 
     return make

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,57 +10,20 @@ import time
 from pathlib import Path
 
 import jsonschema
-import numpy as np
 import pytest
 
-from edged.dsp.ibi import sample_and_hold
 from edged.sinks.contract import STAGE_SCHEMA
-from edged.sources.readers.physionet_rr import read_physionet_rr
+from tests.conftest import DEMO, REPO, daemon_config, expected_epochs, replay_device, start_daemon
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "edged" / "data" / "demo" / "slp61.rr"
 SHARED = REPO.parent / "shared" / "data"
-
-
-def expected_epochs(rr_path: Path) -> int:
-    """Epochs the IBI pipeline closes over a whole recording: those whose every sample lies before the
-    last beat (computed with the batch form, independently of the daemon)."""
-    beats = read_physionet_rr(rr_path).rr["rr"].beat_times()
-    n = int(beats[-1] * 25) + 50
-    determined = np.count_nonzero(np.arange(n) / 25.0 < beats[-1])
-    assert len(sample_and_hold(beats, determined)) == determined
-    return determined // 750
 
 
 def write_config(tmp_path: Path, broker, base: str, *, path: Path = DEMO, speed: float = 0.0,
                  extra: str = "", model: str = "ibi-slpdb-causal-v1") -> Path:
+    """One replayed device, ``bed1``; ``extra`` lines go into its [[devices]] table."""
     cfg = tmp_path / "edged.toml"
-    cfg.write_text(f"""
-[node]
-id = "e2e"
-
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-base_topic = "{base}"
-embedded = "never"
-keepalive = 5
-
-[[devices]]
-name = "bed1"
-type = "replay"
-model = "{model}"
-path = "{path}"
-speed = {speed}
-{extra}
-""")
+    cfg.write_text(daemon_config(broker, base, replay_device(path, speed=speed, model=model) + extra + "\n"))
     return cfg
-
-
-def start_daemon(cfg: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edged.cli", "run", "--config", str(cfg), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_epoch
+from conftest import daemon_config, make_epoch, replay_device, start_daemon
 from onnx_factory import write_model
 from PIL import Image
 
+from edged.sinks.broker import free_port
 from edged.sinks.dashboard import DashboardDevice, DashboardSink
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,25 +205,11 @@ class Chromium:
         os.close(self._to_browser)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def write_config(tmp_path: Path, broker, base: str, port: int, recording: Path, model: str = MODEL) -> Path:
     cfg = tmp_path / f"edged-{recording.stem}.toml"
-    cfg.write_text(f'[node]\nid = "dash"\n\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
-                   f'base_topic = "{base}"\nembedded = "never"\nkeepalive = 5\n\n'
-                   f'[dashboard]\nenabled = true\nhost = "127.0.0.1"\nport = {port}\n\n'
-                   f'[[devices]]\nname = "bed1"\ntype = "replay"\nmodel = "{model}"\npath = "{recording}"\nspeed = 0.0\n')
+    cfg.write_text(daemon_config(broker, base, replay_device(recording, model=model), node="dash",
+                                 sections=f'[dashboard]\nenabled = true\nhost = "127.0.0.1"\nport = {port}\n'))
     return cfg
-
-
-def start_daemon(cfg: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edged.cli", "run", "--config", str(cfg)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def night_delivered(messages, prefix: str, after: int = 0) -> bool:

@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edged.sinks.broker import free_port
-from tests.test_daemon_e2e import expected_epochs
+from tests.conftest import expected_epochs, start_daemon
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "edged" / "data" / "demo" / "slp61.rr"
@@ -55,8 +54,7 @@ def test_node_red_flow_logs_every_epoch_once_in_order_and_alerts_on_offline(tmp_
         config.write_text(f'[node]\nid = "bedroom"\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
                           f'embedded = "never"\n[[devices]]\nname = "strap"\ntype = "replay"\n'
                           f'model = "ibi-slpdb-causal-v1"\npath = "{DEMO}"\nspeed = 3000.0\n')
-        daemon = subprocess.Popen([sys.executable, "-m", "edged.cli", "run", "--config", str(config)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        daemon = start_daemon(config)
         n = expected_epochs(DEMO)
         try:
             received = stages.wait_for(

@@ -15,7 +15,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from onnx_factory import write_model
-from test_daemon_e2e import DEMO, expected_epochs
+from conftest import DEMO, expected_epochs, start_daemon
 
 from edged.app import RESTART_LIMIT, Daemon
 from edged.config import parse_config
@@ -66,9 +65,7 @@ def replay_device(path: Path, speed: float) -> str:
 
 
 def start(cfg: Path, *args: str, env: dict | None = None, preexec=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edged.cli", "run", "--config", str(cfg), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, preexec_fn=preexec)
+    return start_daemon(cfg, *args, env=env, cwd=REPO, preexec_fn=preexec)
 
 
 def finish(daemon: subprocess.Popen) -> str:

@@ -7,10 +7,7 @@ reaches exactly one member of the group."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,26 +16,15 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.test_daemon_e2e import expected_epochs
+from tests.conftest import DEMO, expected_epochs, replay_device, start_daemon
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "edged" / "data" / "demo" / "slp61.rr"
 
 
 def _node_config(tmp_path: Path, daemon_toml, node: str, devices: list[str], speed: float) -> Path:
-    tables = "".join(
-        f'[[devices]]\nname = "{d}"\ntype = "replay"\nmodel = "ibi-slpdb-causal-v1"\npath = "{DEMO}"\nspeed = {speed}\n\n'
-        for d in devices)
-    text = daemon_toml(tables).replace('id = "e2e"', f'id = "{node}"')
+    text = daemon_toml("".join(replay_device(DEMO, name=d, speed=speed) for d in devices))
     path = tmp_path / f"{node}.toml"
-    path.write_text(text)
+    path.write_text(text.replace('id = "e2e"', f'id = "{node}"'))
     return path
-
-
-def _start(cfg: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edged.cli", "run", "--config", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 class GroupMember:
@@ -75,7 +61,7 @@ def test_two_nodes_share_a_broker_without_collision_and_shared_subscribers_split
     ward_b = _node_config(tmp_path, daemon_toml, "ward-b", ["bed1"], speed=3000.0)
     # 3000x real time (the night in ~7 s): fast, yet slow enough that no subscriber's queue at the broker
     # overflows (mosquitto drops QoS 1 messages beyond max_queued_messages, 1000 by default, per client).
-    procs = [_start(ward_a), _start(ward_b)]
+    procs = [start_daemon(ward_a), start_daemon(ward_b)]
     try:
         n_epochs = expected_epochs(DEMO)
 
@@ -131,8 +117,8 @@ def test_two_nodes_share_a_broker_without_collision_and_shared_subscribers_split
 
 def test_one_node_dying_leaves_the_other_online(tmp_path, broker, subscribe, daemon_toml, topic_base):
     status = subscribe(f"{topic_base}/+/status")
-    ward_a = _start(_node_config(tmp_path, daemon_toml, "ward-a", ["bed1"], speed=1.0))
-    ward_b = _start(_node_config(tmp_path, daemon_toml, "ward-b", ["bed1"], speed=1.0))
+    ward_a = start_daemon(_node_config(tmp_path, daemon_toml, "ward-a", ["bed1"], speed=1.0))
+    ward_b = start_daemon(_node_config(tmp_path, daemon_toml, "ward-b", ["bed1"], speed=1.0))
     try:
         status.wait_for(lambda ms: {m.topic for m in ms if m.payload == b"online"}
                         == {f"{topic_base}/ward-a/status", f"{topic_base}/ward-b/status"}, timeout=60)

@@ -12,13 +12,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import jinja2
 import paho.mqtt.client as mqtt
 import pytest
+from conftest import daemon_config, replay_device, start_daemon
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edged import __version__
@@ -40,19 +40,14 @@ KEY_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 def write_config(tmp_path: Path, broker, base: str, devices: dict[str, Path], prefix: str = "homeassistant") -> Path:
     cfg = tmp_path / f"edged-{len(devices)}.toml"
-    tables = "".join(f'\n[[devices]]\nname = "{name}"\ntype = "replay"\nmodel = "{MODEL}"\npath = "{path}"\n'
-                     f"speed = 0.0\n" for name, path in devices.items())
-    cfg.write_text(f'[node]\nid = "{NODE}"\n\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
-                   f'base_topic = "{base}"\nembedded = "never"\nkeepalive = 5\n\n'
-                   f'[homeassistant]\nenabled = true\ndiscovery_prefix = "{prefix}"\n'
-                   f'status_topic = "{prefix}/status"\n{tables}')
+    tables = "".join(replay_device(path, name=name, model=MODEL) for name, path in devices.items())
+    cfg.write_text(daemon_config(broker, base, tables, node=NODE, sections=(
+        f'[homeassistant]\nenabled = true\ndiscovery_prefix = "{prefix}"\nstatus_topic = "{prefix}/status"\n')))
     return cfg
 
 
-def start_daemon(cfg: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edged.cli", "run", "--config", str(cfg), "--log-level", "info"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def start_daemon_info(cfg: Path):
+    return start_daemon(cfg, "--log-level", "info")
 
 
 def stop(daemon: subprocess.Popen) -> str:
@@ -161,7 +156,7 @@ def test_devices_appear_with_their_entities_and_follow_the_config(tmp_path, brok
     base = topic_base
     watch = subscribe(f"{prefix}/#")
     data = subscribe(f"{base}/#")
-    daemon = start_daemon(write_config(tmp_path, broker, base, {"bed1": NIGHT, "bed2": NIGHT}, prefix))
+    daemon = start_daemon_info(write_config(tmp_path, broker, base, {"bed1": NIGHT, "bed2": NIGHT}, prefix))
     try:
         # Both replays run to their end: each device publishes its night and its final counters.
         data.wait_for(lambda ms: all(night_delivered(ms, f"{base}/{NODE}/{d}") for d in ("bed1", "bed2")), timeout=60)
@@ -211,7 +206,7 @@ def test_devices_appear_with_their_entities_and_follow_the_config(tmp_path, brok
 
     # Restart with bed2 removed from the config: its retained config is cleared, the others stay.
     bed2_topic = f"{prefix}/device/edged_{NODE}/bed2/config"
-    daemon = start_daemon(write_config(tmp_path, broker, base, {"bed1": NIGHT}, prefix))
+    daemon = start_daemon_info(write_config(tmp_path, broker, base, {"bed1": NIGHT}, prefix))
     try:
         watch.wait_for(lambda ms: any(m.topic == bed2_topic and m.payload == b"" for m in ms), timeout=30)
         left = retained_configs(subscribe, prefix)

@@ -6,8 +6,6 @@ import datetime as dt
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +13,7 @@ import pytest
 from edged.config import parse_config
 from edged.sinks.night import summarize
 from edged.sinks.nightly import NightReporter, next_occurrence, parse_clock
-from tests.conftest import make_epoch
-from tests.test_daemon_e2e import expected_epochs
+from tests.conftest import expected_epochs, make_epoch, start_daemon
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "edged" / "data" / "demo" / "slp61.rr"
@@ -79,9 +76,7 @@ def test_sigusr1_makes_a_running_daemon_report_the_night(tmp_path, broker, subsc
         f'[[devices]]\nname = "bed1"\ntype = "replay"\nmodel = "ibi-slpdb-causal-v1"\npath = "{DEMO}"\nspeed = 3000.0\n'
     ) + f'\n[report]\nat = "{(dt.datetime.now() + dt.timedelta(hours=12)).strftime("%H:%M")}"\ndir = "{reports}"\n')
     sub = subscribe(f"{topic_base}/e2e/bed1/#")
-    daemon = subprocess.Popen([sys.executable, "-m", "edged.cli", "run", "--config", str(config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    daemon = start_daemon(config)
     try:
         sub.wait_for(lambda ms: sum(m.topic.endswith("/stage") for m in ms) >= n, timeout=120)
         daemon.send_signal(signal.SIGUSR1)
