@@ -100,3 +100,24 @@ def test_sigusr1_makes_a_running_daemon_report_the_night(tmp_path, broker, subsc
     late = subscribe(f"{topic_base}/e2e/bed1/summary")
     got = late.wait_for(lambda ms: len(ms) >= 1, timeout=10)
     assert got[0].retain and got[0].json()["tst_minutes"] == payload["tst_minutes"]
+
+
+def test_the_compact_night_store_gives_back_the_epochs_it_was_given(tmp_path):
+    from dataclasses import replace
+
+    from edged.sinks.nightly import MAX_NIGHT_HOURS
+
+    published = []
+    reporter = NightReporter(tmp_path, at=parse_clock("09:00"), publish=lambda d, s: published.append(s), png=False)
+    given = [replace(make_epoch(i, session="s1" if i < 5 else "s2"), hr_bpm=None if i % 3 else 55.5,
+                     quality_ok=i % 4 != 0, stage="REM" if i % 2 else "N2") for i in range(10)]
+    for e in given:
+        reporter.publish_stage(e)
+    rebuilt = reporter._nights["strap"].epochs()
+    strip = lambda e: replace(e, received=0.0, scored=0.0)  # noqa: E731  (monotonic stamps are not kept)
+    assert [strip(e) for e in rebuilt] == [strip(e) for e in given]
+    # Epochs older than the horizon are forgotten as newer ones arrive.
+    late = make_epoch(int(MAX_NIGHT_HOURS * 120) + 5)
+    reporter.publish_stage(late)
+    kept = reporter._nights["strap"].epochs()
+    assert [e.index for e in kept] == [6, 7, 8, 9, late.index]
