@@ -56,8 +56,7 @@ def next_occurrence(at: dt.time, now: dt.datetime) -> dt.datetime:
 class _Night:
     """One device's epochs since its last report, stored compactly: a ScoredEpoch object costs ~0.5 kB, a
     row here about 50 bytes (tracemalloc, 5 classes), so eight devices over the 36-h horizon stay under 2 MB.
-    Rebuilt into
-    ScoredEpoch objects only when the report is made."""
+    Rebuilt into ScoredEpoch objects only when the report is made."""
 
     def __init__(self, first: ScoredEpoch):
         self.device, self.model_id, self.synthetic = first.device, first.model_id, first.synthetic
