@@ -131,12 +131,17 @@ async def _run(config, exit_when_done: bool) -> None:
         host, port = broker.host, broker.port
         log.info("embedded mosquitto listening on %s:%d", host, port)
     settings = mqtt_settings(config, host, port)
-    sink = MqttSink(settings, journal=open_journal(config))
+    journal = open_journal(config)
+    sink = MqttSink(settings, journal=journal)
     extras = user_facing_sinks(config, prepared, settings)
     if config.report["enabled"]:
-        from edged.sinks.nightly import NightReporter
+        from edged.sinks.nightly import MAX_NIGHT_HOURS, NightReporter
 
-        extras.append(NightReporter.from_config(config, publish=sink.publish_summary))
+        reporter = NightReporter.from_config(config, publish=sink.publish_summary)
+        if journal is not None:  # a restart in the night: the morning report still covers all of it
+            reporter.restore(journal.recent("/stage", time.time() - MAX_NIGHT_HOURS * 3600.0),
+                             devices={d.name for d in config.devices})
+        extras.append(reporter)
     stop = asyncio.Event()
     _install_stop(asyncio.get_running_loop(), stop)
     try:

@@ -121,3 +121,38 @@ def test_the_compact_night_store_gives_back_the_epochs_it_was_given(tmp_path):
     reporter.publish_stage(late)
     kept = reporter._nights["strap"].epochs()
     assert [e.index for e in kept] == [6, 7, 8, 9, late.index]
+
+
+def test_a_restart_in_the_night_takes_the_nights_epochs_back_from_the_journal(tmp_path):
+    from dataclasses import replace
+
+    from edged.sinks import contract
+    from edged.sinks.journal import Journal
+    from edged.sinks.night import summarize_epochs
+
+    journal = Journal.open(tmp_path / "state")
+    base = dt.datetime(2026, 3, 1, 23, 0).timestamp()
+    night = [replace(make_epoch(i, device="bed1", anchor=base), stage="W" if i < 4 else "N2") for i in range(40)]
+    other = make_epoch(0, device="gone", anchor=base)  # a device no longer in the config
+    for e in [*night, other]:
+        topic = contract.stage_topic("edged", "n", e.device)
+        journal.put(topic, contract.encode(contract.stage_payload(e, "n")))
+        journal.put(contract.counters_topic("edged", "n", e.device), b"{}")  # not a stage: ignored
+    journal.close()
+
+    # The daemon restarts: a new reporter, the same journal on disk.
+    reopened = Journal.open(tmp_path / "state")
+    reporter = NightReporter(tmp_path / "reports", at=parse_clock("09:00"), png=False)
+    now = base + 3600 * 4
+    restored = reporter.restore(reopened.recent("/stage", now - 36 * 3600), devices={"bed1"}, now=now)
+    assert restored == 40
+    (path,) = reporter.report_all(now)
+    summary = json.loads(path.read_text())
+    expected = summarize_epochs(night)
+    for key in ("tib_minutes", "tst_minutes", "sol_minutes", "stages", "start", "end", "session"):
+        assert summary[key] == expected[key], key
+
+    # Restarted again after that report: what the report covered is not taken back a second time.
+    again = NightReporter(tmp_path / "reports", at=parse_clock("09:00"), png=False)
+    assert again.restore(reopened.recent("/stage", now - 36 * 3600), devices={"bed1"}, now=now) == 0
+    reopened.close()

@@ -283,6 +283,19 @@ class Journal:
         """The retained messages found at open (topic -> payload)."""
         return dict(self._retained)
 
+    def recent(self, topic_suffix: str, since: float) -> list[bytes]:
+        """Payloads of the messages still held (unacknowledged, or acknowledged within ``retention_hours``)
+        whose topic ends with ``topic_suffix`` and that were written at or after ``since`` (POSIX s), oldest
+        first. For rebuilding in-memory views after a restart, e.g. the night so far."""
+        if self._db is None:
+            return []
+        try:
+            rows = self._db.execute("SELECT topic, payload FROM outbox WHERE written >= ? ORDER BY seq", (since,))
+            return [bytes(payload) for topic, payload in rows if topic.endswith(topic_suffix)]
+        except sqlite3.Error as exc:
+            self._degrade(exc, "read it")
+            return []
+
     def peek(self, after: int, limit: int) -> list[OutboxEntry]:
         if self._db is not None:
             try:

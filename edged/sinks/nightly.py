@@ -138,6 +138,42 @@ class NightReporter:
                    min_awakening_seconds=options["min_awakening_seconds"], png=options["png"],
                    keep_days=options["keep_days"])
 
+    def restore(self, stage_payloads: list[bytes], devices: set[str] | None = None, now: float | None = None) -> int:
+        """Take back the epochs of stage messages published before a restart (from the journal), so the
+        morning report still covers the whole night. Epochs a saved report already covered (up to its
+        ``end``) and epochs of devices not in ``devices`` are skipped. Returns the epochs restored."""
+        now = time.time() if now is None else now
+        reported = {}
+        restored = 0
+        for raw in stage_payloads:
+            try:
+                p = json.loads(raw)
+                device = p["device"]
+                if devices is not None and device not in devices:
+                    continue
+                if device not in reported:
+                    reported[device] = self._last_reported_end(device)
+                if p["start_ts"] < max(reported[device], now - MAX_NIGHT_HOURS * 3600.0):
+                    continue
+                self.publish_stage(ScoredEpoch(
+                    device=device, session=p["session"], index=p["epoch"], start=p["start_ts"], end=p["end_ts"],
+                    stage=p["stage"], probabilities=dict(p["probabilities"]), model_id=p["model"]["id"],
+                    synthetic=p["model"]["synthetic"], quality=p["quality"]["score"], quality_ok=p["quality"]["ok"],
+                    received=0.0, scored=0.0, hr_bpm=p.get("hr_bpm")))
+                restored += 1
+            except (ValueError, KeyError, TypeError) as exc:  # a row from another contract version: skip it
+                log.debug("night report: journal row skipped (%s)", exc)
+        if restored:
+            log.info("night reports: %d epoch(s) of this night taken back from the journal", restored)
+        return restored
+
+    def _last_reported_end(self, device: str) -> float:
+        ends = []
+        for path in (self.out_dir / device).glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                ends.append(float(json.loads(path.read_text())["end"]))
+        return max(ends, default=float("-inf"))
+
     # --- the Sink protocol ---------------------------------------------------------------------------
 
     def publish_stage(self, epoch: ScoredEpoch) -> None:
