@@ -39,6 +39,20 @@ def class_weights(nights: list[Night], power: float) -> np.ndarray:
     return w / (w * counts).sum() * counts.sum()  # the average weight of a training epoch is 1
 
 
+
+def warmup_cosine(cfg):
+    """Learning rate by step: linear warm-up over ``cfg.warmup_steps``, then a cosine decay to 0 at
+    ``cfg.steps`` (shared by the slpdb and Walch recipes)."""
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * 0.5 * (1.0 + np.cos(np.pi * t))
+
+    return lr_at
+
+
 def fit(nights: list[Night], arch: ArchConfig, cfg: TrainConfig, *, seed: int, callback=None) -> IbiStager:
     """Train a fresh model on ``nights`` (random crops, class-weighted cross-entropy, AdamW, cosine decay)."""
     torch.manual_seed(seed)
@@ -51,11 +65,7 @@ def fit(nights: list[Night], arch: ArchConfig, cfg: TrainConfig, *, seed: int, c
     weight = torch.tensor(class_weights(nights, cfg.class_weight_power), dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.lr * 0.5 * (1.0 + np.cos(np.pi * t))
+    lr_at = warmup_cosine(cfg)
 
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema else None
     model.train()

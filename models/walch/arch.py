@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.ibi.arch import CausalBlock  # the same residual causal conv block as the slpdb model
+
 N_SCALARS = 3  # per epoch: log mean interval, log relative variability, valid share
 MIN_INTERVAL = 0.25  # s (240 bpm)
 REL_CLIP = 0.5
@@ -77,17 +79,6 @@ class EpochEncoder(nn.Module):
                              count / x.shape[-1]], dim=-1)
         h = self.conv(torch.stack([rel * 10.0, m], dim=1))
         return torch.cat([h.mean(-1), scalars], dim=-1)
-
-
-class CausalBlock(nn.Module):
-    def __init__(self, channels: int, dilation: int, dropout: float):
-        super().__init__()
-        self.pad = 2 * dilation
-        self.conv = nn.Conv1d(channels, channels, 3, dilation=dilation)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.drop(F.relu(self.conv(F.pad(h, (self.pad, 0)))))
 
 
 class SequenceHead(nn.Module):

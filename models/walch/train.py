@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from models.ibi.train import warmup_cosine
 from models.metrics import format_scores, scores
 from models.walch.arch import ArchConfig, HrStager
 from models.walch.data import CLASSES, Night, padded
@@ -61,11 +62,7 @@ def fit(nights: list[Night], arch: ArchConfig, cfg: TrainConfig, *, seed: int,
     weight = torch.tensor(class_weights(nights, cfg.class_weight_power), dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.lr * 0.5 * (1.0 + np.cos(np.pi * t))
+    lr_at = warmup_cosine(cfg)
 
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema else None
     model.train()
