@@ -36,25 +36,12 @@ sys.path.insert(0, str(REPO))
 
 from edged.sinks.broker import EmbeddedBroker  # noqa: E402
 from edged.sources.readers import read_recording  # noqa: E402
+from edged.sources.readers.physionet_rr import write_rr_text  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 MMASH = DATA / "rr-24h-mmash" / "user_1" / "RR.csv"
 SLPDB = sorted((DATA / "ibi-sleep-slpdb").glob("*.rr"))
 CORE = 0
-
-
-def write_rr_text(path: Path, rr: np.ndarray, first_beat: float) -> None:
-    """Intervals in the PhysioNet .rr text form the replay reads."""
-    beats = first_beat + np.concatenate(([0.0], np.cumsum(rr)))
-
-    def stamp(t: float) -> str:
-        h, rem = divmod(t, 3600)
-        m, s = divmod(rem, 60)
-        return f"{int(h)}:{int(m):02d}:{s:06.3f}"
-
-    lines = [f"{stamp(0)}\t[0]\t{first_beat:.3f}\tN\t{stamp(first_beat)}"]
-    lines += [f"{stamp(a)}\tN\t{r:.3f}\tN\t{stamp(b)}" for a, r, b in zip(beats[:-1], rr, beats[1:])]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def eight_hour_night(directory: Path) -> tuple[Path, float]:

@@ -601,3 +601,13 @@ def test_dispatch_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.rr").write_text("0:00.000\t[0]\n")
     with pytest.raises(RecordingError, match=r"bad\.rr:1: expected 5 tab-separated fields"):
         read_recording(tmp_path / "bad.rr")
+
+
+def test_physionet_rr_text_written_reads_back(tmp_path):
+    from edged.sources.readers.physionet_rr import read_rr_text, write_rr_text
+
+    rng = np.random.default_rng(3)
+    rr = np.round(rng.uniform(0.5, 1.4, 5000), 3)
+    track = read_rr_text(write_rr_text(tmp_path / "x.rr", rr, first_beat=3725.25))
+    assert track.first_beat == 3725.25
+    np.testing.assert_array_equal(track.rr, rr)  # 3 decimals in, 3 decimals out

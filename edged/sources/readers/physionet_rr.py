@@ -51,6 +51,22 @@ def read_rr_text(path: Path) -> RRTrack:
     return RRTrack(rr=np.asarray(rr, dtype=np.float64), first_beat=float(first_beat or 0.0))
 
 
+def _stamp(t: float) -> str:
+    h, rem = divmod(t, 3600)
+    m, s = divmod(rem, 60)
+    return f"{int(h)}:{int(m):02d}:{s:06.3f}"
+
+
+def write_rr_text(path: str | Path, rr: np.ndarray, first_beat: float = 0.0) -> Path:
+    """Intervals (s) in the PhysioNet ``.rr`` text form :func:`read_rr_text` reads back (3 decimals, as
+    PhysioNet's ``ann2rr`` writes them); ``first_beat`` is the time of the beat opening the first interval."""
+    beats = first_beat + np.concatenate(([0.0], np.cumsum(rr)))
+    lines = [f"{_stamp(0)}\t[0]\t{first_beat:.3f}\tN\t{_stamp(first_beat)}"]
+    lines += [f"{_stamp(a)}\tN\t{r:.3f}\tN\t{_stamp(b)}" for a, r, b in zip(beats[:-1], rr, beats[1:])]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return Path(path)
+
+
 def read_epoch_annotations(path: Path, epoch_seconds: float = 30.0) -> Hypnogram:
     stages: list[str | None] = []
     lines = path.read_text().splitlines()
