@@ -40,6 +40,29 @@ def class_weights(nights: list[Night], power: float) -> np.ndarray:
 
 
 
+def weighted_step(model, opt, logits, y, weight, *, lr: float, ema: dict | None, ema_decay: float):
+    """One optimiser step on class-weighted cross-entropy (labels < 0 ignored, normalised by the weight of
+    the labels present), then the exponential moving average of the weights. Shared by the slpdb and Walch
+    recipes. Returns the loss."""
+    valid = y >= 0
+    loss = F.cross_entropy(logits[valid], y[valid], weight=weight, reduction="sum") / weight[y[valid]].sum().clamp(
+        min=1.0
+    )
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if ema is not None:
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if v.dtype.is_floating_point:
+                    ema[k].mul_(ema_decay).add_(v, alpha=1.0 - ema_decay)
+                else:
+                    ema[k].copy_(v)
+    return loss
+
+
 def warmup_cosine(cfg):
     """Learning rate by step: linear warm-up over ``cfg.warmup_steps``, then a cosine decay to 0 at
     ``cfg.steps`` (shared by the slpdb and Walch recipes)."""
@@ -81,22 +104,7 @@ def fit(nights: list[Night], arch: ArchConfig, cfg: TrainConfig, *, seed: int, c
             lengths.append(length + c - 1)
         y = torch.cat(ys)
         logits = model.night_logits(torch.cat(xs), lengths)
-        valid = y >= 0
-        loss = F.cross_entropy(logits[valid], y[valid], weight=weight, reduction="sum") / weight[y[valid]].sum().clamp(
-            min=1.0
-        )
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if ema is not None:
-            with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        ema[k].mul_(cfg.ema).add_(v, alpha=1.0 - cfg.ema)
-                    else:
-                        ema[k].copy_(v)
+        loss = weighted_step(model, opt, logits, y, weight, lr=lr_at(step), ema=ema, ema_decay=cfg.ema)
         value = float(loss.detach())
         running = 0.9 * running + 0.1 * value if step else value
         if (step + 1) % 50 == 0:

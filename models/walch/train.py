@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from models.ibi.train import warmup_cosine
+from models.ibi.train import warmup_cosine, weighted_step
 from models.metrics import format_scores, scores
 from models.walch.arch import ArchConfig, HrStager
 from models.walch.data import CLASSES, Night, padded
@@ -75,21 +74,7 @@ def fit(nights: list[Night], arch: ArchConfig, cfg: TrainConfig, *, seed: int,
             ys.append(labels[i][a : a + length])
         y = torch.cat(ys)
         logits = model.night_logits(torch.stack(hrs), torch.stack(els)).reshape(-1, len(CLASSES))
-        valid = y >= 0
-        loss = F.cross_entropy(logits[valid], y[valid], weight=weight, reduction="sum") / weight[y[valid]].sum().clamp(
-            min=1.0)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if ema is not None:
-            with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        ema[k].mul_(cfg.ema).add_(v, alpha=1.0 - cfg.ema)
-                    else:
-                        ema[k].copy_(v)
+        weighted_step(model, opt, logits, y, weight, lr=lr_at(step), ema=ema, ema_decay=cfg.ema)
     if ema is not None:
         model.load_state_dict(ema)
     model.eval()
