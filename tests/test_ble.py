@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import start_daemon
 from scipy.signal import resample_poly
 
 from edged.ble_scan import list_ble_devices
@@ -407,9 +406,7 @@ reconnect_min = 1
 """))
     prefix = f"{topic_base}/e2e/strap"
     sub = subscribe(f"{prefix}/#")
-    daemon = subprocess.Popen([sys.executable, "-m", "edged.cli", "run", "--config", str(cfg)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=REPO)
+    daemon = start_daemon(cfg, cwd=REPO)
     try:
         sub.wait_for(lambda ms: any(m.topic == f"{prefix}/stage" and m.json()["epoch"] >= 18 for m in ms), timeout=60)
         daemon.send_signal(signal.SIGTERM)

@@ -10,7 +10,6 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from conftest import start_daemon
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edged.cli import main as edged
@@ -182,9 +182,7 @@ record = {str(record_dir is not None).lower()}
 
 def daemon(cfg: Path, credentials: Path, *args: str) -> subprocess.Popen:
     # The client key comes the way systemd's LoadCredential= passes it: $CREDENTIALS_DIRECTORY.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CREDENTIALS_DIRECTORY": str(credentials)}
-    return subprocess.Popen([sys.executable, "-m", "edged.cli", "run", "--config", str(cfg), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return start_daemon(cfg, *args, env={"CREDENTIALS_DIRECTORY": str(credentials)})
 
 
 def credentials_dir(pki: Path) -> Path:
